@@ -1,0 +1,27 @@
+"""Training objectives, regression distances and time densities."""
+
+from flowforge.losses.distances import mse, pseudo_huber
+from flowforge.losses.fm import Distance, FlowMatchingLoss
+from flowforge.losses.time_samplers import (
+    CosMapTime,
+    LogitNormalTime,
+    ModeTime,
+    ShiftedTime,
+    TimeDensity,
+    UniformTime,
+    UShapedTime,
+)
+
+__all__ = [
+    "CosMapTime",
+    "Distance",
+    "FlowMatchingLoss",
+    "LogitNormalTime",
+    "ModeTime",
+    "ShiftedTime",
+    "TimeDensity",
+    "UShapedTime",
+    "UniformTime",
+    "mse",
+    "pseudo_huber",
+]

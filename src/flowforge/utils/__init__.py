@@ -1,0 +1,27 @@
+"""Level-0 helpers: tensors, validation, seeding, atomic I/O."""
+
+from flowforge.utils.checks import (
+    check_batch,
+    check_choice,
+    check_finite,
+    check_same_shape,
+    check_time,
+)
+from flowforge.utils.io import atomic_path, atomic_write
+from flowforge.utils.seed import make_generator, seed_everything
+from flowforge.utils.tensor import expand_like, randn_like_gen, wider_float
+
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "check_batch",
+    "check_choice",
+    "check_finite",
+    "check_same_shape",
+    "check_time",
+    "expand_like",
+    "make_generator",
+    "randn_like_gen",
+    "seed_everything",
+    "wider_float",
+]
