@@ -54,7 +54,7 @@ def check_batch(name: str, value: Tensor | None, batch: int, ref: str = "x") -> 
 
 
 def check_time(name: str, t: Tensor, batch: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``t`` is 1-D (length ``batch`` if given) with values in [0, 1]."""
+    """Raise ``ValueError`` unless ``t`` is 1-D (length ``batch`` if given) within [0, 1]."""
     if t.dim() != 1 or (batch is not None and t.shape[0] != batch):
         want = f"({batch},)" if batch is not None else "(B,)"
         raise ValueError(
