@@ -1,6 +1,7 @@
 """Training objectives, regression distances and time densities."""
 
 from flowforge.losses.distances import mse, pseudo_huber
+from flowforge.losses.edm import EDMLoss
 from flowforge.losses.fm import Distance, FlowMatchingLoss
 from flowforge.losses.time_samplers import (
     CosMapTime,
@@ -15,6 +16,7 @@ from flowforge.losses.time_samplers import (
 __all__ = [
     "CosMapTime",
     "Distance",
+    "EDMLoss",
     "FlowMatchingLoss",
     "LogitNormalTime",
     "ModeTime",

@@ -17,6 +17,15 @@ from flowforge.paths.couplings import (
     PairCoupling,
     SinkhornCoupling,
 )
+from flowforge.paths.edm import (
+    Denoiser,
+    DenoiserAsVelocity,
+    EDMPrecond,
+    VelocityAsDenoiser,
+    sigma_from_t,
+    t_from_sigma,
+)
+from flowforge.paths.pfgmpp import PFGMPPKernel
 from flowforge.paths.time import shift_time
 
 __all__ = [
@@ -25,8 +34,12 @@ __all__ = [
     "CondOTPath",
     "ConvertedField",
     "CosinePath",
+    "Denoiser",
+    "DenoiserAsVelocity",
+    "EDMPrecond",
     "ExactOTCoupling",
     "IndependentCoupling",
+    "PFGMPPKernel",
     "PairCoupling",
     "SinkhornCoupling",
     "Parameterization",
@@ -34,5 +47,8 @@ __all__ = [
     "PolynomialPath",
     "ProbPath",
     "VPPath",
+    "VelocityAsDenoiser",
     "shift_time",
+    "sigma_from_t",
+    "t_from_sigma",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import abc
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -84,6 +83,8 @@ class ExactOTCoupling(PairCoupling):
     """
 
     def pair(self, x_0, x_1, generator):
+        import ot  # POT pulls in scipy and sklearn: import on first use
+
         n = x_1.shape[0]
         w = np.full(n, 1.0 / n)
         plan = ot.emd(w, w, _sq_cost(x_0, x_1))
@@ -120,6 +121,8 @@ class SinkhornCoupling(PairCoupling):
 
     def plan(self, x_0: Tensor, x_1: Tensor) -> Tensor:
         """The (B, B) entropic plan with marginals 1/B, as a float64 tensor."""
+        import ot  # POT pulls in scipy and sklearn: import on first use
+
         n = x_1.shape[0]
         w = np.full(n, 1.0 / n)
         cost = _sq_cost(x_0, x_1)

@@ -1,0 +1,431 @@
+"""One ``train()`` for a single process and for ``torchrun`` (DDP), knowing no algorithm.
+
+Per optimizer step ``s`` with global batch ``B`` split into ``K = world_size * grad_accum``
+chunks of ``b = B / K`` examples, rank ``r`` runs micro-batches ``k = 0 .. grad_accum - 1`` on
+chunks ``j = r * grad_accum + k``::
+
+    x_j, cond_j = stream.chunk(s, j, b)                       # data seeded by (seed, s, j)
+    L_j = objective(model, x_j, cond_j, gen_j).mean() / grad_accum   # noise seeded by (seed, s, j)
+    grad = (1 / world_size) * sum_r sum_k grad L_j            # DDP all-reduce = global-batch mean
+    clip ||grad|| <= grad_clip;  AdamW step;  LR schedule step;  EMA update
+
+Because every chunk is a pure function of ``(seed, s, j)``, one process with ``grad_accum = 2``
+computes the same gradients as two ranks with ``grad_accum = 1``, and a resumed run replays the
+uninterrupted run exactly.
+
+References:
+    Decoupled Weight Decay Regularization (Loshchilov & Hutter, 2019), arXiv:1711.05101.
+    SGDR: Stochastic Gradient Descent with Warm Restarts (Loshchilov & Hutter, 2017),
+    arXiv:1608.03983 (cosine schedule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from flowforge.train import distributed
+from flowforge.train.checkpoint import (
+    CONFIG_FILE,
+    EMA_FILE,
+    checkpoint_step,
+    finish_pending_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_config,
+)
+from flowforge.train.config import TrainConfig
+from flowforge.train.data import BatchSource, chunk_generator, chunk_seed, make_stream
+from flowforge.train.ema import EMA
+from flowforge.train.logging import MetricsLog
+from flowforge.utils.seed import seed_everything
+from flowforge.utils.tensor import wider_float
+
+__all__ = [
+    "Objective",
+    "TrainResult",
+    "train",
+    "lr_factor",
+    "make_optimizer",
+    "make_scheduler",
+    "resolve_device",
+]
+
+Objective = Callable[[nn.Module, Tensor, Tensor | None, torch.Generator | None], Tensor]
+_GLOBAL_RNG = 3  # stream tag of the per-chunk reseeding of torch's global RNG
+# Settings that may change on resume without changing the trained weights.
+_HARMLESS = {"steps", "log_every", "ckpt_every", "eval_every", "progress", "tensorboard", "device"}
+
+
+@dataclass
+class TrainResult:
+    """What ``train()`` returns.
+
+    Attributes:
+        model: the trained network (unwrapped, in eval mode).
+        ema: the EMA shadow network, or None when ``ema_decay == 0``.
+        step: optimizer steps taken in total (including those before a resume).
+        losses: global-batch mean loss of each step run by this call (the same on every rank).
+    """
+
+    model: nn.Module
+    ema: nn.Module | None
+    step: int
+    losses: list[float] = field(default_factory=list)
+
+
+def lr_factor(step: int, config: TrainConfig) -> float:
+    """Learning-rate multiplier of optimizer step ``step`` (0-indexed).
+
+    ``(step + 1) / warmup`` during warm-up, then 1 (``constant``) or
+    ``m + (1 - m) (1 + cos(pi p)) / 2`` with ``p = (step - warmup) / (steps - warmup)`` and
+    ``m = min_lr_ratio`` (``cosine``), reaching ``m`` at ``step == steps``.
+
+    Example:
+        >>> c = TrainConfig(steps=110, warmup_steps=10, min_lr_ratio=0.1)
+        >>> lr_factor(4, c), lr_factor(10, c), round(lr_factor(60, c), 6), lr_factor(110, c)
+        (0.5, 1.0, 0.55, 0.1)
+    """
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return 1.0
+    p = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW over all trainable parameters with the config's lr, betas and weight decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters; check requires_grad.")
+    return torch.optim.AdamW(
+        params, lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay
+    )
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """``LambdaLR`` applying :func:`lr_factor` (its step counter is saved in checkpoints)."""
+
+    def factor(step: int) -> float:
+        return lr_factor(step, config)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> ``cuda:LOCAL_RANK`` if CUDA is available else cpu; ``"cuda"`` -> that GPU.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available; use 'auto' or 'cpu'.")
+    if name == "cuda":
+        return torch.device("cuda", distributed.local_rank())
+    return device
+
+
+def train(
+    model: nn.Module,
+    objective: Objective,
+    data: BatchSource,
+    config: TrainConfig,
+    run_dir: str | Path | None = None,
+    *,
+    eval_hook: Callable[[int, nn.Module], dict] | None = None,
+    run_config: dict | None = None,
+) -> TrainResult:
+    """Train ``model`` to minimise ``objective`` on ``data``; resume if ``run_dir`` holds a run.
+
+    Works unchanged single-process and under ``torchrun`` (DDP over NCCL on GPUs, Gloo on CPU);
+    see the module docstring for the batch split and the seeding. The global torch RNG is also
+    reseeded from ``(seed, step, chunk)`` before every micro-batch, so dropout and objectives
+    that ignore ``generator`` are reproducible too.
+
+    Args:
+        model: network; moved to the configured device.
+        objective: ``objective(model, x, cond, generator) -> (b,)`` per-example loss.
+        data: a sampler ``data(n, generator) -> (x, labels_or_None)`` or a ``Dataset`` of ``x`` or
+            ``(x, label)`` items (see :mod:`flowforge.train.data`).
+        config: hyperparameters.
+        run_dir: directory for ``config.yaml``, checkpoints and ``metrics.jsonl`` (rank 0 writes);
+            if it holds a checkpoint, training resumes from it up to ``config.steps``. None: no
+            files, no resume.
+        eval_hook: ``eval_hook(step, model) -> dict`` called on rank 0 every ``eval_every``
+            steps with the EMA network (else the model) in eval mode; the dict is logged.
+        run_config: full run configuration written to ``config.yaml`` and checkpoints (default
+            ``asdict(config)``).
+
+    Returns:
+        :class:`TrainResult`.
+
+    Example:
+        >>> net = torch.nn.Linear(1, 1)
+        >>> data = lambda n, g: (torch.randn(n, 1, generator=g),)
+        >>> mse = lambda m, x, c, g: (m(x) - 3 * x).square().flatten(1).mean(1)
+        >>> cfg = TrainConfig(steps=300, batch_size=32, lr=0.05, ema_decay=0, progress=False)
+        >>> out = train(net, mse, data, cfg)
+        >>> round(out.model.weight.item(), 2)
+        3.0
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config={type(config).__name__} must be a TrainConfig.")
+    if not callable(objective):
+        raise TypeError(
+            f"objective={objective!r} is not callable; pass objective(model, x, cond, generator)."
+        )
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # The group outlives this call (torchrun's store cannot host a second init in one process);
+    # init() registers its cleanup at exit.
+    distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
+    return _train(model, objective, data, config, run_dir, eval_hook, run_config, device)
+
+
+def _train(
+    model: nn.Module,
+    objective: Objective,
+    data: BatchSource,
+    config: TrainConfig,
+    run_dir: str | Path | None,
+    eval_hook: Callable[[int, nn.Module], dict] | None,
+    run_config: dict | None,
+    device: torch.device,
+) -> TrainResult:
+    W, R, main = distributed.world_size(), distributed.rank(), distributed.is_main()
+    A, B = config.grad_accum, config.batch_size
+    K = W * A
+    if B % K:
+        raise ValueError(
+            f"train.batch_size={B} is not divisible by world_size * grad_accum = {W} * {A} = {K}; "
+            f"use a multiple of {K} such as {max(K, B - B % K)} (each micro-batch gets "
+            "batch_size / (world_size * grad_accum) examples)."
+        )
+    b = B // K
+    stream = make_stream(data, config.seed, B)
+    config_dict = run_config if run_config is not None else asdict(config)
+    run_dir = Path(run_dir) if run_dir is not None else None
+
+    seed_everything(config.seed + R)
+    raw = model.to(device)
+    float_dtypes = [p.dtype for p in raw.parameters() if p.is_floating_point()]
+    x_dtype = float_dtypes[0] if float_dtypes else None
+    ema = EMA(raw, config.ema_decay) if config.ema_decay > 0 else None
+    optimizer = make_optimizer(raw, config)
+    scheduler = make_scheduler(optimizer, config)
+
+    start = 0
+    if run_dir is not None:
+        if main:
+            _prepare_run_dir(run_dir, config_dict)
+        distributed.barrier()
+        saved = checkpoint_step(run_dir)
+        if saved is not None:
+            has_ema = ema is not None and (run_dir / EMA_FILE).exists()
+            start = load_checkpoint(
+                run_dir, raw, ema if has_ema else None, optimizer, scheduler, restore_rng=True
+            )
+            if ema is not None and not has_ema:  # EMA switched on at resume: start from here
+                ema = EMA(raw, config.ema_decay)
+            distributed.print0(f"resuming {run_dir} from step {start}")
+    if W > 1:
+        _check_same_step(start, device)
+
+    fwd: nn.Module = torch.compile(raw) if config.compile else raw
+    if W > 1:
+        fwd = DistributedDataParallel(
+            fwd, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    autocast = torch.autocast(
+        device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
+    )
+    log = MetricsLog(
+        run_dir,
+        start,
+        config.steps,
+        main=main,
+        progress=config.progress,
+        tensorboard=config.tensorboard,
+    )
+    losses: list[float] = []
+    pending_loss: list[Tensor] = []
+    pending_norm: list[Tensor] = []
+    last_time, last_step = time.perf_counter(), start
+    raw.train()
+    try:
+        for step in range(start, config.steps):
+            step_loss = 0.0
+            for k in range(A):
+                j = R * A + k
+                x, cond = _to_device(*stream.chunk(step, j, b), device, x_dtype)
+                generator = chunk_generator(config.seed, step, j, device)
+                _reseed_global(chunk_seed(config.seed, _GLOBAL_RNG, step, j), device)
+                # All-reduce gradients only after the last micro-batch.
+                no_sync = fwd.no_sync() if W > 1 and k < A - 1 else contextlib.nullcontext()
+                with no_sync:
+                    with autocast:
+                        loss = objective(fwd, x, cond, generator)  # (b,)
+                    if step == start and k == 0:
+                        _check_loss(loss, b)
+                    loss = loss.to(wider_float(loss.dtype)).mean() / A  # bf16 -> fp32
+                    loss.backward()
+                step_loss += loss.detach()
+            lr = optimizer.param_groups[0]["lr"]
+            grad_norm = nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip or math.inf)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update(raw)
+            done = step + 1
+            pending_loss.append(step_loss)
+            pending_norm.append(grad_norm.detach())
+            log.step()
+
+            if done % config.log_every == 0 or done == config.steps:
+                step_losses = _mean_over_ranks(torch.stack(pending_loss), W).tolist()
+                losses.extend(step_losses)
+                if not all(math.isfinite(v) for v in step_losses):
+                    raise FloatingPointError(
+                        f"the loss became {step_losses[-1]} by step {done}; lower train.lr, "
+                        "enable train.grad_clip, or check the data for nan/inf."
+                    )
+                now = time.perf_counter()
+                log.write(
+                    {
+                        "step": done,
+                        "loss": sum(step_losses) / len(step_losses),
+                        "lr": lr,
+                        "grad_norm": torch.stack(pending_norm).mean().item(),
+                        "steps_per_s": (done - last_step) / max(now - last_time, 1e-9),
+                        "time": time.time(),
+                    }
+                )
+                pending_loss, pending_norm = [], []
+                last_time, last_step = now, done
+            eval_due = config.eval_every > 0 and done % config.eval_every == 0
+            if eval_hook is not None and eval_due and main:
+                log.write({"step": done, "eval": _run_eval(eval_hook, done, ema, raw)})
+            ckpt_due = done % config.ckpt_every == 0 or done == config.steps
+            if run_dir is not None and ckpt_due and main:
+                save_checkpoint(run_dir, raw, ema, optimizer, scheduler, done, config_dict)
+    finally:
+        log.close()
+    distributed.barrier()  # the final checkpoint exists before any rank returns
+    raw.eval()
+    return TrainResult(
+        model=raw,
+        ema=ema.module if ema is not None else None,
+        step=max(start, config.steps),
+        losses=losses,
+    )
+
+
+def _to_device(
+    x: Tensor, cond: Tensor | None, device: torch.device, x_dtype: torch.dtype | None
+) -> tuple[Tensor, Tensor | None]:
+    """Move a chunk to the device; floating data takes the model's dtype (e.g. float64 CSVs)."""
+    x = torch.as_tensor(x).to(device, non_blocking=True)
+    if x.is_floating_point() and x_dtype is not None:
+        x = x.to(x_dtype)
+    cond = torch.as_tensor(cond).to(device, non_blocking=True) if cond is not None else None
+    return x, cond
+
+
+def _reseed_global(seed: int, device: torch.device) -> None:
+    """``torch.manual_seed`` for the CPU and the training GPU only (it is slow: it also queues
+    seeds for every lazily initialised accelerator, with a traceback each)."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+
+
+def _prepare_run_dir(run_dir: Path, config_dict: dict) -> None:
+    """Finish an interrupted checkpoint commit, warn on changed settings, write config.yaml."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        finish_pending_checkpoint(run_dir)
+        old_path = run_dir / CONFIG_FILE
+        if old_path.exists() and checkpoint_step(run_dir) is not None:
+            old = yaml.safe_load(old_path.read_text()) or {}
+            changed = [k for k in _diff(old, config_dict) if k.split(".")[-1] not in _HARMLESS]
+            if changed:
+                warnings.warn(
+                    f"resuming {run_dir} with changed settings {changed}; the resumed run will "
+                    "not match an uninterrupted one. Use a new run directory to start afresh.",
+                    stacklevel=3,
+                )
+        save_config(run_dir, config_dict)
+    except OSError as e:
+        raise OSError(
+            f"cannot write to the run directory {run_dir} ({e}); pass a writable run_dir."
+        ) from e
+
+
+def _diff(old: object, new: object, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [d for k in keys for d in _diff(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _check_loss(loss: object, b: int) -> None:
+    if not isinstance(loss, Tensor) or loss.shape != (b,):
+        shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+        raise ValueError(
+            f"the objective returned {shape} for a micro-batch of {b} examples; return the "
+            f"per-example loss of shape ({b},) (e.g. .flatten(1).mean(1)), not its mean."
+        )
+
+
+def _mean_over_ranks(values: Tensor, world_size: int) -> Tensor:
+    if world_size > 1:
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+        values = values / world_size
+    return values.cpu()
+
+
+def _check_same_step(step: int, device: torch.device) -> None:
+    """All ranks must resume from the same checkpoint (the run dir must be shared)."""
+    t = torch.tensor([step, -step], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    if t[0].item() != -t[1].item():
+        raise RuntimeError(
+            f"ranks resumed from different steps ({-t[1].item()} to {t[0].item()}); put the run "
+            "directory on a file system every rank can read."
+        )
+
+
+def _run_eval(
+    hook: Callable[[int, nn.Module], dict], step: int, ema: EMA | None, raw: nn.Module
+) -> dict:
+    net = ema.module if ema is not None else raw
+    was_training = net.training
+    net.eval()
+    try:
+        metrics = hook(step, net)
+    finally:
+        net.train(was_training)
+    if not isinstance(metrics, dict):
+        raise TypeError(f"eval_hook returned {type(metrics).__name__}; return a dict of metrics.")
+    return metrics
