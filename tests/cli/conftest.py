@@ -1,0 +1,13 @@
+"""CLI tests call ``main(argv)`` in-process; undo the process-wide thread setting it makes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
