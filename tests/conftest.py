@@ -19,6 +19,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--threads", default=1, type=int, help="torch intra-op threads (default: 1)")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Session-wide, so module-scoped fixtures and doctests run single-threaded too.
+    torch.set_num_threads(config.getoption("--threads"))
+
+
 @pytest.fixture
 def device(request: pytest.FixtureRequest) -> torch.device:
     return torch.device(request.config.getoption("--device"))
@@ -32,9 +37,7 @@ def dtype(request: pytest.FixtureRequest) -> torch.dtype:
 @pytest.fixture(autouse=True)
 def _seed_and_dtype(request: pytest.FixtureRequest):
     torch.manual_seed(0)
-    previous, threads = torch.get_default_dtype(), torch.get_num_threads()
+    previous = torch.get_default_dtype()
     torch.set_default_dtype(getattr(torch, request.config.getoption("--dtype")))
-    torch.set_num_threads(request.config.getoption("--threads"))
     yield
     torch.set_default_dtype(previous)
-    torch.set_num_threads(threads)

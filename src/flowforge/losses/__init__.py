@@ -3,6 +3,7 @@
 from flowforge.losses.distances import mse, pseudo_huber
 from flowforge.losses.edm import EDMLoss
 from flowforge.losses.fm import Distance, FlowMatchingLoss
+from flowforge.losses.interpolant import InterpolantLoss, InterpolantTarget
 from flowforge.losses.time_samplers import (
     CosMapTime,
     LogitNormalTime,
@@ -18,6 +19,8 @@ __all__ = [
     "Distance",
     "EDMLoss",
     "FlowMatchingLoss",
+    "InterpolantLoss",
+    "InterpolantTarget",
     "LogitNormalTime",
     "ModeTime",
     "ShiftedTime",
