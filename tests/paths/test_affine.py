@@ -86,3 +86,20 @@ def test_bad_input_errors():
         path.convert(torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1), "velocty", "x1")
     with pytest.raises(ValueError, match="positive exponent"):
         PolynomialPath(0.0)
+
+
+def test_straight_path_fast_sample_equals_generic_formula():
+    from flowforge.paths.affine import AffinePath
+
+    path = CondOTPath()
+    x_0, x_1, t = torch.randn(5, 3, 2), torch.randn(5, 3, 2), torch.rand(5)
+    fast, generic = path.sample(x_0, x_1, t), AffinePath.sample(path, x_0, x_1, t)
+    torch.testing.assert_close(fast.x_t, generic.x_t)
+    torch.testing.assert_close(fast.dx_t, generic.dx_t)
+
+
+def test_validation_can_be_skipped():
+    path = CondOTPath()
+    # Out-of-range t is accepted (and extrapolates) only when the caller opts out of checks.
+    s = path.sample(torch.zeros(1, 1), torch.ones(1, 1), torch.tensor([2.0]), validate=False)
+    assert s.x_t.item() == 2.0

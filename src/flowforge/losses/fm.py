@@ -34,7 +34,8 @@ class FlowMatchingLoss:
         distance: ``"mse"`` or ``"pseudo_huber"``.
         huber_c: pseudo-Huber scale; None is 0.00054 * dim (rf++ code).
         weighting: optional ``w(t) -> (B,)`` loss weights.
-        debug: check the data for non-finite values on every call (costs a device sync).
+        debug: check the data for non-finite values and the path inputs on every call (costs
+            device syncs).
 
     References:
         Flow Matching for Generative Modeling (Lipman et al., 2023), arXiv:2210.02747.
@@ -94,7 +95,7 @@ class FlowMatchingLoss:
         t = self.time_sampler(
             x_1.shape[0], generator=generator, device=x_1.device, dtype=x_1.dtype
         )
-        s = self.path.sample(x_0, x_1, t)
+        s = self.path.sample(x_0, x_1, t, validate=self.debug)  # t in [0, 1] by construction
         pred = model(s.x_t, t, cond)
         if self.distance == "mse":
             loss = mse(pred, s.dx_t)

@@ -64,9 +64,10 @@ class AffinePath(ProbPath):
     def d_sigma(self, t: Tensor) -> Tensor:
         """d sigma_t / dt, (B,) -> (B,)."""
 
-    def sample(self, x_0: Tensor, x_1: Tensor, t: Tensor) -> PathSample:
+    def sample(self, x_0: Tensor, x_1: Tensor, t: Tensor, validate: bool = True) -> PathSample:
         """Args: x_0, x_1: (B, ...); t: (B,). Returns: PathSample with x_t, dx_t of (B, ...)."""
-        self._check(x_0, x_1, t)
+        if validate:
+            self._check(x_0, x_1, t)
         alpha_t, sigma_t = expand_like(self.alpha(t), x_1), expand_like(self.sigma(t), x_1)
         d_alpha, d_sigma = expand_like(self.d_alpha(t), x_1), expand_like(self.d_sigma(t), x_1)
         x_t = alpha_t * x_1 + sigma_t * x_0
@@ -142,6 +143,14 @@ class CondOTPath(AffinePath):
         >>> s.x_t[:, 0].tolist(), s.dx_t[0, 0].item()
         ([0.25, 1.0], 1.0)
     """
+
+    def sample(self, x_0: Tensor, x_1: Tensor, t: Tensor, validate: bool = True) -> PathSample:
+        """Args: x_0, x_1: (B, ...); t: (B,). Returns: PathSample with x_t, dx_t of (B, ...)."""
+        if validate:
+            self._check(x_0, x_1, t)
+        dx_t = x_1 - x_0  # constant velocity: the generic alpha/sigma arithmetic is not needed
+        x_t = torch.addcmul(x_0, expand_like(t, x_1), dx_t)  # x_0 + t (x_1 - x_0)
+        return PathSample(x_t=x_t, dx_t=dx_t, t=t, x_0=x_0, x_1=x_1)
 
     def alpha(self, t: Tensor) -> Tensor:
         return t

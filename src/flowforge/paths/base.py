@@ -35,8 +35,12 @@ class ProbPath(abc.ABC):
     """A family of conditional paths from ``x_0`` (t = 0, noise) to ``x_1`` (t = 1, data)."""
 
     @abc.abstractmethod
-    def sample(self, x_0: Tensor, x_1: Tensor, t: Tensor) -> PathSample:
-        """Args: x_0, x_1: (B, ...); t: (B,). Returns: PathSample with x_t, dx_t of (B, ...)."""
+    def sample(self, x_0: Tensor, x_1: Tensor, t: Tensor, validate: bool = True) -> PathSample:
+        """Args: x_0, x_1: (B, ...); t: (B,). Returns: PathSample with x_t, dx_t of (B, ...).
+
+        ``validate=False`` skips the shape and time-range checks (the range check reduces over
+        t and, on a GPU, waits for the device); objectives that draw t themselves use it.
+        """
 
     @staticmethod
     def _check(x_0: Tensor, x_1: Tensor, t: Tensor) -> None:
