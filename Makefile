@@ -3,7 +3,7 @@
 #   make test   set up, then run the test suite
 PYTHON ?= python3
 
-.PHONY: setup run test lint
+.PHONY: setup run test lint bench-setup bench bench-quick
 
 setup:
 	PYTHON=$(PYTHON) bash scripts/setup.sh
@@ -16,3 +16,13 @@ test: setup
 
 lint: setup
 	$(PYTHON) -m ruff check . && $(PYTHON) -m ruff format --check .
+
+# Peer comparison (torchcfm, flow_matching): installs the peers without letting pip touch torch.
+bench-setup: setup
+	PYTHON=$(PYTHON) bash scripts/bench_setup.sh
+
+bench: bench-setup
+	$(PYTHON) benchmarks/peers_2d.py --profile
+
+bench-quick: bench-setup
+	$(PYTHON) benchmarks/peers_2d.py --quick

@@ -95,4 +95,3 @@ def test_all_names_resolve(name):
     missing = [n for n in exported if not hasattr(module, n)]
     assert not missing, f"{name}.__all__ lists undefined names {missing}"
     assert len(set(exported)) == len(exported), f"{name}.__all__ has duplicates"
-

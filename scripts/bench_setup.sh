@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Install the peer libraries that benchmarks/ compares against (the [bench] extra), without ever
+# letting pip resolve torch or torchvision.
+#
+# Why --no-deps: torchcfm requires torchdyn, which requires torchvision and pytorch-lightning; a
+# resolver run would replace the CPU-only torch with a CUDA build (and torchvision's registry
+# build does not match a CPU-only torch, which breaks the import). Nothing the benchmark imports
+# needs them:
+#   torchcfm.conditional_flow_matching   torch, numpy, POT (ot), scipy           (flowforge deps)
+#   flow_matching.path / .solver         torch, torchdiffeq, tqdm                (flowforge deps)
+#   torchdyn.numerics.odeint             torchcde, torchsde, trampoline, attrs   (installed here)
+# torchdyn.core.NeuralODE would also need pytorch-lightning: the benchmark calls the solver it
+# wraps, torchdyn.numerics.odeint, directly.
+#
+# Usage: bash scripts/bench_setup.sh            (uses `python`; PYTHON=/path/to/python to choose)
+set -euo pipefail
+
+PYTHON="${PYTHON:-python}"
+
+torch_before="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
+list_before="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? ' || true)"
+
+"$PYTHON" -m pip install --no-deps \
+    torchcfm==1.0.7 \
+    flow-matching==1.0.10 \
+    torchdyn==1.0.6 \
+    torchcde==0.2.5 \
+    torchsde==0.2.6 \
+    trampoline==0.1.2 \
+    attrs==26.1.0
+
+# The peers must import, and torch must be the build we started with.
+"$PYTHON" - <<'EOF'
+import importlib.util
+
+import flow_matching.path
+import flow_matching.solver
+import torchcfm.conditional_flow_matching
+from torchdyn.numerics import odeint  # noqa: F401
+
+if importlib.util.find_spec("torchvision") is not None:
+    print("warning: torchvision is installed; if `import torchcfm` breaks, pip uninstall it")
+print("peers import: torchcfm", torchcfm.__version__, "| flow_matching", flow_matching.__version__)
+EOF
+
+torch_after="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
+list_after="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? ' || true)"
+if [[ "$torch_before" != "$torch_after" || "$list_before" != "$list_after" ]]; then
+    echo "error: torch changed ($list_before -> $list_after)" >&2
+    exit 1
+fi
+echo "torch unchanged: $torch_after"
