@@ -1,6 +1,11 @@
-"""Datasets that work offline: seeded 2-D toy samplers and a user's own .csv / .npy arrays."""
+"""Datasets that work offline: 2-D toys, scikit-learn digits, mnist1d signals, procedural shapes
+with segmentation masks, and a user's own .csv / .npy arrays or folder of images."""
 
 from flowforge.data.arrays import ArrayDataset, load_array
+from flowforge.data.digits import load_digits_tensor, split_indices
+from flowforge.data.images import IMAGE_SUFFIXES, ImageFolder, check_masks, load_image_folder
+from flowforge.data.mnist1d import make_mnist1d
+from flowforge.data.shapes import SHAPE_CLASSES, make_shapes, rasterise_shapes
 from flowforge.data.toy2d import (
     checkerboard,
     circles,
@@ -13,14 +18,24 @@ from flowforge.data.toy2d import (
 )
 
 __all__ = [
+    "IMAGE_SUFFIXES",
+    "SHAPE_CLASSES",
     "ArrayDataset",
+    "ImageFolder",
+    "check_masks",
     "checkerboard",
     "circles",
     "eight_gaussians",
     "eight_gaussians_params",
     "load_array",
+    "load_digits_tensor",
+    "load_image_folder",
+    "make_mnist1d",
+    "make_shapes",
     "moons",
     "pinwheel",
+    "rasterise_shapes",
     "spirals",
+    "split_indices",
     "swiss_roll",
 ]
