@@ -1,8 +1,9 @@
-"""Building blocks shared by the model files: time embeddings and activations."""
+"""Building blocks shared by the model files: time embeddings, activations, image conditions."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -11,7 +12,15 @@ from torch import Tensor, nn
 from flowforge.utils.checks import check_choice
 from flowforge.utils.tensor import wider_float
 
-__all__ = ["Activation", "ACTIVATIONS", "SinusoidalEmbedding", "make_activation"]
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "ImageCond",
+    "SinusoidalEmbedding",
+    "check_image",
+    "make_activation",
+    "parse_image_cond",
+]
 
 Activation = Literal["silu", "relu", "gelu", "selu"]
 ACTIVATIONS: tuple[str, ...] = ("silu", "relu", "gelu", "selu")
@@ -95,3 +104,135 @@ class SinusoidalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, max_period={self.max_period}, scale={self.scale}"
+
+
+@dataclass(frozen=True)
+class ImageCond:
+    """Class labels and channel-concatenated images conditioning one batch of an image field.
+
+    The null condition for classifier-free guidance is ``ImageCond(labels=full(K), channels)``:
+    labels set to the null class K, the concatenated channels kept.
+
+    Args:
+        labels: (B,) integer labels in [0, K] (K is the null class), or None (all null).
+        channels: (B, cond_channels, H, W) float images concatenated to x, or None.
+
+    Example:
+        >>> c = ImageCond(labels=torch.tensor([0, 1]), channels=torch.zeros(2, 1, 8, 8))
+        >>> c.channels.shape
+        torch.Size([2, 1, 8, 8])
+    """
+
+    labels: Tensor | None = None
+    channels: Tensor | None = None
+
+
+def parse_image_cond(
+    cond: Tensor | ImageCond | None,
+    x: Tensor,
+    num_classes: int,
+    cond_channels: int,
+    config_name: str,
+) -> tuple[Tensor | None, Tensor | None]:
+    """Validated (labels, channels) of an image field's ``cond``.
+
+    Args:
+        cond: None, (B,) integer labels, (B, cond_channels, H, W) float channels or ``ImageCond``.
+        x: (B, C, H, W) the field's input.
+        num_classes: K; 0 means the model takes no labels.
+        cond_channels: channels concatenated to x; 0 means none.
+        config_name: the config class named in error messages (``"UNetConfig"``).
+
+    Returns:
+        labels (B,) long (null class K where none were given) or None when K = 0, and channels
+        (B, cond_channels, H, W) in x's dtype or None when cond_channels = 0.
+
+    Example:
+        >>> labels, ch = parse_image_cond(None, torch.zeros(2, 1, 8, 8), 10, 0, "UNetConfig")
+        >>> labels.tolist(), ch
+        ([10, 10], None)
+    """
+    if cond is None or isinstance(cond, ImageCond):
+        labels, channels = (None, None) if cond is None else (cond.labels, cond.channels)
+    elif isinstance(cond, Tensor):
+        is_float = cond.is_floating_point() or cond.is_complex()
+        labels, channels = (None, cond) if is_float else (cond, None)
+    else:
+        raise TypeError(
+            f"cond has type {type(cond).__name__}; pass None, integer labels (B,), float "
+            "channels (B, cond_channels, H, W) or an ImageCond(labels, channels)."
+        )
+    B, K = x.shape[0], num_classes
+    if labels is not None and K == 0:
+        raise ValueError(
+            f"class labels were given but the model is unconditional ({config_name}."
+            "num_classes=0); drop the labels or build the model with num_classes > 0."
+        )
+    if K > 0:
+        if labels is None:
+            labels = torch.full((B,), K, dtype=torch.long, device=x.device)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
+            raise TypeError(
+                f"labels have dtype {labels.dtype}; pass integer class labels (torch.long) "
+                f"in [0, {K}]."
+            )
+        if labels.shape != (B,):
+            raise ValueError(
+                f"labels have shape {tuple(labels.shape)}; pass one label per example, "
+                f"shape ({B},)."
+            )
+        bad = (labels < 0) | (labels > K)
+        if bad.any():
+            value = labels[bad][0].item()
+            raise ValueError(
+                f"cond contains label {value}, outside the valid range [0, {K}] (labels "
+                f"0..{K - 1} are classes, {K} is the null class); remap the labels into it."
+            )
+        labels = labels.long()
+    want = (B, cond_channels, *x.shape[2:])
+    if channels is None and cond_channels > 0:
+        raise ValueError(
+            f"the model concatenates {config_name}.cond_channels={cond_channels} condition "
+            f"channels to x but none were given; pass cond of shape {want} or "
+            "ImageCond(labels, channels)."
+        )
+    if channels is not None:
+        if cond_channels == 0:
+            raise ValueError(
+                f"condition channels of shape {tuple(channels.shape)} were given but the model "
+                f"takes none ({config_name}.cond_channels=0); drop them or rebuild the model "
+                f"with cond_channels={channels.shape[1] if channels.dim() > 1 else 1}."
+            )
+        if tuple(channels.shape) != want:
+            raise ValueError(
+                f"condition channels have shape {tuple(channels.shape)} but x has shape "
+                f"{tuple(x.shape)} and {config_name}.cond_channels={cond_channels}; pass "
+                f"channels of shape {want}."
+            )
+        channels = channels.to(x.dtype)
+    return labels, channels
+
+
+def check_image(x: Tensor, t: Tensor, in_channels: int, config_name: str) -> None:
+    """Raise ``ValueError`` unless x is (B, in_channels, H, W) and t is (B,).
+
+    Example:
+        >>> check_image(torch.zeros(2, 1, 8, 8), torch.zeros(2), 1, "UNetConfig")
+    """
+    if x.dim() != 4:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}; pass a batch of images (B, {in_channels}, H, W) "
+            "(use x[None] for a single image)."
+        )
+    if x.shape[1] != in_channels:
+        raise ValueError(
+            f"x has {x.shape[1]} channels (shape {tuple(x.shape)}) but the model was built with "
+            f"{config_name}.in_channels={in_channels}; pass {in_channels} channels or rebuild "
+            f"the model with in_channels={x.shape[1]}."
+        )
+    B = x.shape[0]
+    if t.dim() != 1 or t.shape[0] != B:
+        raise ValueError(
+            f"t has shape {tuple(t.shape)} but x has batch size {B}; pass one time per "
+            f"example, t of shape ({B},) (e.g. t.expand({B}))."
+        )
