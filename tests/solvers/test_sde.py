@@ -243,3 +243,9 @@ def test_bad_arguments():
         sample_sde(decay, decay, x, torch.tensor([0.0, 0.5, 0.2]), 0.1)
     with pytest.raises(ValueError, match="method"):
         sample_sde(decay, decay, x, grid, 0.1, method="rk4")
+
+
+def test_scalar_start_is_a_clean_error():
+    field = lambda x, t, cond=None: x  # noqa: E731
+    with pytest.raises(ValueError, match="leading batch dimension"):
+        sample_sde(field, field, torch.tensor(1.0), torch.linspace(0, 1, 3), eps=0.1)

@@ -7,10 +7,11 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from flowforge.losses.time_samplers import UniformTime
 from flowforge.paths.interpolant import InterpolantSample, StochasticInterpolant
 from flowforge.typing import Field, TimeSampler
 from flowforge.utils.checks import check_batch, check_choice, check_same_shape
-from flowforge.utils.tensor import expand_like
+from flowforge.utils.tensor import expand_like, randn_like_gen
 
 __all__ = ["InterpolantLoss", "InterpolantTarget"]
 
@@ -94,13 +95,12 @@ class InterpolantLoss:
             )
         self.interpolant, self.target, self.antithetic = interpolant, target, antithetic
         self.t_min, self.t_max = float(t_min), float(t_max)
-        self.time_sampler = time_sampler
+        self.time_sampler = UniformTime() if time_sampler is None else time_sampler
 
-    def _times(self, n: int, generator, device, dtype) -> Tensor:
-        if self.time_sampler is None:
-            u = torch.rand(n, generator=generator, device=device, dtype=dtype)
-        else:
-            u = self.time_sampler(n, generator=generator, device=device, dtype=dtype)
+    def _times(
+        self, n: int, generator: torch.Generator | None, device: torch.device, dtype: torch.dtype
+    ) -> Tensor:
+        u = self.time_sampler(n, generator=generator, device=device, dtype=dtype)
         return self.t_min + (self.t_max - self.t_min) * u  # (B,)
 
     def _loss(self, model: Field, s: InterpolantSample, cond: Tensor | None) -> Tensor:
@@ -112,25 +112,26 @@ class InterpolantLoss:
         self,
         model: Field,
         x_1: Tensor,
-        x_0: Tensor | None = None,
         cond: Tensor | None = None,
         generator: torch.Generator | None = None,
+        x_0: Tensor | None = None,
     ) -> Tensor:
-        """Args: model(x, t, cond) -> (B, ...); x_1: (B, ...) data; x_0: (B, ...) base samples
-        from rho_0 (None draws N(0, I), as a one-sided interpolant requires); cond: (B, ...) or
-        None; generator for x_0, t and z.
+        """Args: model(x, t, cond) -> (B, ...); x_1: (B, ...) data; cond: (B, ...) or None;
+        generator for x_0, t and z; x_0: (B, ...) base samples from rho_0 (None draws N(0, I),
+        as a one-sided interpolant requires). Same order as every objective, so it plugs into
+        ``flowforge.train.train``.
 
         Returns: (B,) per-example losses.
         """
         check_batch("cond", cond, x_1.shape[0], ref="x_1")
         if x_0 is None:
-            x_0 = torch.randn(x_1.shape, generator=generator, device=x_1.device, dtype=x_1.dtype)
+            x_0 = randn_like_gen(x_1, generator)
         check_same_shape("x_0", x_0, "x_1", x_1)
         t = self._times(x_1.shape[0], generator, x_1.device, x_1.dtype)
         si = self.interpolant
         z = None
         if not si.one_sided:
-            z = torch.randn(x_1.shape, generator=generator, device=x_1.device, dtype=x_1.dtype)
+            z = randn_like_gen(x_1, generator)
         loss = self._loss(model, si.sample(x_0, x_1, t, z=z), cond)
         if not self.antithetic:
             return loss

@@ -26,7 +26,12 @@ __all__ = [
 ]
 
 
-def _uniform(n: int, generator, device, dtype) -> Tensor:
+def _uniform(
+    n: int,
+    generator: torch.Generator | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+) -> Tensor:
     return torch.rand(n, generator=generator, device=device, dtype=dtype)
 
 
@@ -56,7 +61,13 @@ class UniformTime(TimeDensity):
         torch.Size([4])
     """
 
-    def __call__(self, n, generator=None, device=None, dtype=torch.float32) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         return _uniform(n, generator, device, dtype)
 
     def log_density(self, t: Tensor) -> Tensor:
@@ -88,7 +99,13 @@ class LogitNormalTime(TimeDensity):
             raise ValueError(f"scale={scale!r} must be positive (1.0 is SD3's default).")
         self.loc, self.scale = float(loc), float(scale)
 
-    def __call__(self, n, generator=None, device=None, dtype=torch.float32) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         u = torch.randn(n, generator=generator, device=device, dtype=dtype)
         return torch.sigmoid(self.loc + self.scale * u)
 
@@ -132,7 +149,13 @@ class ModeTime(TimeDensity):
     def _f(self, u: Tensor) -> Tensor:
         return 1 - u - self.scale * (torch.cos(0.5 * math.pi * u) ** 2 - 1 + u)
 
-    def __call__(self, n, generator=None, device=None, dtype=torch.float32) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         return self._f(_uniform(n, generator, device, dtype))
 
     def log_density(self, t: Tensor) -> Tensor:
@@ -160,7 +183,13 @@ class CosMapTime(TimeDensity):
         torch.Size([3])
     """
 
-    def __call__(self, n, generator=None, device=None, dtype=torch.float32) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         u = _uniform(n, generator, device, dtype)
         return 1 / (torch.tan(0.5 * math.pi * u) + 1)
 
@@ -194,7 +223,13 @@ class UShapedTime(TimeDensity):
             raise ValueError(f"t_min={t_min!r}, t_max={t_max!r}: need 0 <= t_min < t_max <= 1.")
         self.a, self.t_min, self.t_max = float(a), float(t_min), float(t_max)
 
-    def __call__(self, n, generator=None, device=None, dtype=torch.float32) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         u = _uniform(2 * n, generator, device, dtype)
         s = torch.log1p(u[:n] * math.expm1(self.a)) / self.a  # truncated exponential on [0, 1]
         t = torch.where(u[n:] < 0.5, s, 1 - s)  # mirror half of the draws
@@ -231,7 +266,13 @@ class ShiftedTime(TimeDensity):
             raise ValueError(f"shift={shift!r} must be positive (1 leaves times unchanged).")
         self.base, self.shift = base, float(shift)
 
-    def __call__(self, n, generator=None, device=None, dtype=torch.float32) -> Tensor:
+    def __call__(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
         return shift_time(self.base(n, generator, device, dtype), self.shift)
 
     def log_density(self, t: Tensor) -> Tensor:

@@ -59,7 +59,9 @@ class IndependentCoupling(PairCoupling):
         True
     """
 
-    def pair(self, x_0, x_1, generator):
+    def pair(
+        self, x_0: Tensor, x_1: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         idx = torch.arange(x_1.shape[0], device=x_1.device)
         return idx, idx
 
@@ -82,7 +84,9 @@ class ExactOTCoupling(PairCoupling):
         [1.0, 9.0]
     """
 
-    def pair(self, x_0, x_1, generator):
+    def pair(
+        self, x_0: Tensor, x_1: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         import ot  # POT pulls in scipy and sklearn: import on first use
 
         n = x_1.shape[0]
@@ -129,7 +133,9 @@ class SinkhornCoupling(PairCoupling):
         p = ot.sinkhorn(w, w, cost / max(cost.max(), 1e-12), self.reg, numItermax=self.num_iter)
         return torch.as_tensor(p)
 
-    def pair(self, x_0, x_1, generator):
+    def pair(
+        self, x_0: Tensor, x_1: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
         n = x_1.shape[0]
         p = self.plan(x_0, x_1).flatten().clamp_min(0)
         flat = torch.multinomial(p / p.sum(), n, replacement=True, generator=generator)

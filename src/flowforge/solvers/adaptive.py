@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from flowforge.solvers.ode import _prepare
+from flowforge.solvers.ode import prepare_state
 from flowforge.typing import Field
 
 __all__ = ["integrate_dopri5", "sample_dopri5"]
@@ -97,7 +97,7 @@ def sample_dopri5(
     _check_tolerances(atol, rtol)
     if time_grid is None:
         time_grid = torch.tensor([0.0, 1.0])
-    x, time_grid = _prepare(x_0, time_grid, cond)
+    x, time_grid = prepare_state(x_0, time_grid, cond)
     B = x.shape[0]
     nfe = 0
 

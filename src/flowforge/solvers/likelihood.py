@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from flowforge.solvers.adaptive import _check_tolerances, integrate_dopri5
-from flowforge.solvers.ode import TABLEAUS, _prepare, integrate_rk
+from flowforge.solvers.ode import TABLEAUS, integrate_rk, prepare_state
 from flowforge.typing import Field
 from flowforge.utils.checks import check_choice
 
@@ -288,7 +288,7 @@ def log_likelihood(
     time_grid = _check_args(
         method, divergence, n_probes, probe, atol, rtol, time_grid, "decreasing"
     )
-    x, time_grid = _prepare(x_1, time_grid, cond)
+    x, time_grid = prepare_state(x_1, time_grid, cond)
     x_0, delta = _integrate_augmented(
         field, x, time_grid, method, divergence, n_probes, probe, cond, generator, atol, rtol
     )
@@ -339,7 +339,7 @@ def sample_with_log_prob(
     time_grid = _check_args(
         method, divergence, n_probes, probe, atol, rtol, time_grid, "increasing"
     )
-    x, time_grid = _prepare(x_0, time_grid, cond)
+    x, time_grid = prepare_state(x_0, time_grid, cond)
     x_1, delta = _integrate_augmented(
         field, x, time_grid, method, divergence, n_probes, probe, cond, generator, atol, rtol
     )

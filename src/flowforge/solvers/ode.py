@@ -137,8 +137,17 @@ def integrate_rk(
     return y
 
 
-def _prepare(x_0: Tensor, time_grid: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Validate solver inputs; return the state in float32 or wider and the grid in its dtype."""
+def prepare_state(x_0: Tensor, time_grid: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Validate solver inputs; return the state in float32 or wider and the grid in its dtype.
+
+    Shared by every sampler in this package (ODE, SDE, adaptive, likelihood).
+
+    Example:
+        >>> x_0 = torch.ones(2, 3, dtype=torch.float16)
+        >>> x, grid = prepare_state(x_0, torch.linspace(0, 1, 3), None)
+        >>> x.dtype, grid.dtype
+        (torch.float32, torch.float32)
+    """
     if not isinstance(x_0, Tensor) or x_0.dim() == 0:
         shape = tuple(x_0.shape) if isinstance(x_0, Tensor) else type(x_0).__name__
         raise ValueError(f"x_0 is {shape}; pass a (B, ...) tensor with a leading batch dimension.")
@@ -187,7 +196,7 @@ def sample_ode(
         0.36788
     """
     check_choice("method", method, TABLEAUS)
-    x, time_grid = _prepare(x_0, time_grid, cond)
+    x, time_grid = prepare_state(x_0, time_grid, cond)
     B = x.shape[0]
 
     def velocity(t: Tensor, x_t: Tensor) -> Tensor:

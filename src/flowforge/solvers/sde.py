@@ -8,10 +8,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowforge.solvers.grids import check_time_grid
+from flowforge.solvers.ode import prepare_state
 from flowforge.typing import Field
-from flowforge.utils.checks import check_batch, check_choice
-from flowforge.utils.tensor import expand_like, wider_float
+from flowforge.utils.checks import check_choice
+from flowforge.utils.tensor import expand_like, randn_like_gen
 
 __all__ = ["sample_sde", "SDEMethod", "DiffusionCoefficient"]
 
@@ -113,17 +113,14 @@ def sample_sde(
         True
     """
     check_choice("method", method, ("euler_maruyama", "heun"))
-    check_batch("cond", cond, x_0.shape[0], ref="x_0")
     if not callable(eps) and not eps >= 0:
         raise ValueError(f"eps={eps!r} must be >= 0 (0 gives the probability-flow ODE).")
-    check_time_grid(time_grid)
-    if time_grid.min() < 0 or time_grid.max() > 1:
+    x, grid = prepare_state(x_0, time_grid, cond)
+    if grid.min() < 0 or grid.max() > 1:
         raise ValueError(
-            f"time_grid runs from {time_grid[0].item():.4g} to {time_grid[-1].item():.4g}; keep "
-            "it within [0, 1] (increasing samples rho_1, decreasing encodes to rho_0)."
+            f"time_grid spans [{grid.min().item():.4g}, {grid.max().item():.4g}]; keep it within "
+            "[0, 1] (increasing samples rho_1, decreasing encodes to rho_0)."
         )
-    x = x_0.to(wider_float(x_0.dtype))  # never integrate in half precision
-    grid = time_grid.to(device=x.device, dtype=x.dtype)
     B = x.shape[0]
 
     def F(x: Tensor, t: Tensor, eps_t: Tensor, sign: float) -> Tensor:
@@ -139,7 +136,7 @@ def sample_sde(
         sign = 1.0 if h > 0 else -1.0
         t = t_cur.expand(B)
         eps_t = _eps_at(eps, t, x)  # (B, 1, ..., 1)
-        xi = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        xi = randn_like_gen(x, generator)
         dW = torch.sqrt(2 * eps_t * h.abs()) * xi  # sqrt(2 eps) dW
         if method == "euler_maruyama":
             x = x + h * F(x, t, eps_t, sign) + dW
