@@ -9,10 +9,11 @@ from flowforge.typing import Field
 from flowforge.utils.checks import check_batch
 from flowforge.utils.tensor import expand_like
 
-__all__ = ["ClassifierFreeGuidance", "null_like", "predict_cond_uncond"]
+__all__ = ["ClassifierFreeGuidance", "check_null_type", "null_like", "predict_cond_uncond"]
 
 
-def _check_null_type(null_cond: object) -> None:
+def check_null_type(null_cond: object) -> None:
+    """Raise ``TypeError`` unless ``null_cond`` is an int label or a Tensor."""
     if isinstance(null_cond, bool) or not isinstance(null_cond, (int, Tensor)):
         raise TypeError(
             f"null_cond={null_cond!r} must be an int label or a Tensor (e.g. the model's "
@@ -35,7 +36,7 @@ def null_like(null_cond: int | Tensor, cond: Tensor) -> Tensor:
         >>> null_like(10, torch.tensor([3, 4])).tolist()
         [10, 10]
     """
-    _check_null_type(null_cond)
+    check_null_type(null_cond)
     if isinstance(null_cond, int):
         return torch.full_like(cond, null_cond)
     try:
@@ -133,7 +134,7 @@ class ClassifierFreeGuidance(nn.Module):
                 f"interval={interval!r} must satisfy 0 <= t_lo <= t_hi <= 1 (t = 0 noise, "
                 "t = 1 data); e.g. (0.0, 0.7) skips guidance near the data end."
             )
-        _check_null_type(null_cond)
+        check_null_type(null_cond)
         self.model = model
         self.scale = float(scale)
         self.null_cond = null_cond

@@ -7,7 +7,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from flowforge.guidance.cfg import _check_null_type, predict_cond_uncond
+from flowforge.guidance.cfg import check_null_type, predict_cond_uncond
 from flowforge.typing import Field
 from flowforge.utils.tensor import expand_like
 
@@ -69,7 +69,7 @@ class RAAG(nn.Module):
             raise ValueError(f"alpha={alpha!r} must be >= 0 (card 11 uses 2 on toys, 12 on SD).")
         if not eps > 0:
             raise ValueError(f"eps={eps!r} must be > 0; it guards the division by ||v_u||.")
-        _check_null_type(null_cond)
+        check_null_type(null_cond)
         self.model = model
         self.w_max, self.alpha, self.power = float(w_max), float(alpha), power
         self.null_cond = null_cond

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from flowforge.metrics.wasserstein import _as_sample_matrices
+from flowforge.metrics.wasserstein import as_sample_matrices
 
 __all__ = ["BANDWIDTH_SCALES", "median_bandwidth", "mmd2_unbiased", "energy_distance"]
 
@@ -46,7 +46,7 @@ def median_bandwidth(x: Tensor, y: Tensor, max_points: int = 1024) -> float:
         >>> median_bandwidth(torch.tensor([[0.0], [1.0]]), torch.tensor([[3.0]]))
         2.0
     """
-    x, y = _as_sample_matrices(x, y)
+    x, y = as_sample_matrices(x, y)
     z = torch.cat([x[:max_points], y[:max_points]]).detach()  # (N, D)
     d = _distances(z, z)
     iu = torch.triu_indices(len(z), len(z), offset=1, device=z.device)
@@ -88,7 +88,7 @@ def mmd2_unbiased(
         >>> mmd2_unbiased(x, x, bandwidths=[1.0]).item() < 0  # the U-statistic can be negative
         True
     """
-    x, y = _as_sample_matrices(x, y, min_samples=2)
+    x, y = as_sample_matrices(x, y, min_samples=2)
     dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
     x, y = x.to(dtype), y.to(dtype)
     if bandwidths is None:
@@ -138,7 +138,7 @@ def energy_distance(x: Tensor, y: Tensor) -> Tensor:
         >>> energy_distance(x, y).item()  # 2 * (1 + 3 + 1 + 1) / 4 - 2 - 2
         -1.0
     """
-    x, y = _as_sample_matrices(x, y, min_samples=2)
+    x, y = as_sample_matrices(x, y, min_samples=2)
     dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
     x, y = x.to(dtype), y.to(dtype)
     n, m = len(x), len(y)

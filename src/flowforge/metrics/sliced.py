@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowforge.metrics.wasserstein import _as_sample_matrices
+from flowforge.metrics.wasserstein import as_sample_matrices
 from flowforge.utils.checks import check_choice
 
 __all__ = ["ControlVariate", "random_directions", "projected_w2", "sliced_wasserstein"]
@@ -94,7 +94,7 @@ def _w2_1d(x_proj: Tensor, y_proj: Tensor) -> Tensor:
 
 def _project(x: Tensor, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:
     """Validated projections: x (n, ...), y (m, ...), theta (L, D) -> (L, n), (L, m)."""
-    x, y = _as_sample_matrices(x, y)
+    x, y = as_sample_matrices(x, y)
     if theta.dim() != 2 or theta.shape[1] != x.shape[1]:
         raise ValueError(
             f"theta has shape {tuple(theta.shape)}; expected (L, {x.shape[1]}), one unit "
@@ -215,7 +215,7 @@ def sliced_wasserstein(
             f"alpha={alpha!r} is only used with a control variate; pass "
             "control_variate='lower' or 'upper', or leave alpha=None."
         )
-    x, y = _as_sample_matrices(x, y)
+    x, y = as_sample_matrices(x, y)
     dtype = torch.promote_types(torch.promote_types(x.dtype, y.dtype), torch.float32)
     x, y = x.to(dtype), y.to(dtype)
     theta = random_directions(num_projections, x.shape[1], generator, x.device, dtype)  # (L, D)

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["wasserstein2"]
+__all__ = ["as_sample_matrices", "wasserstein2"]
 
 
-def _as_sample_matrices(
+def as_sample_matrices(
     x: Tensor, y: Tensor, min_samples: int = 1, names: tuple[str, str] = ("x", "y")
 ) -> tuple[Tensor, Tensor]:
     """Validate two sample sets and flatten them to ``(n, D)`` and ``(m, D)``.
@@ -76,7 +76,7 @@ def wasserstein2(x: Tensor, y: Tensor) -> Tensor:
         >>> round(wasserstein2(x, x + torch.tensor([3.0, 4.0])).item(), 4)  # translation
         5.0
     """
-    x, y = _as_sample_matrices(x, y)
+    x, y = as_sample_matrices(x, y)
     out_dtype = torch.promote_types(x.dtype, torch.float32)
     xa = x.detach().cpu().double().numpy()
     ya = y.detach().cpu().double().numpy()

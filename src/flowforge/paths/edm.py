@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.typing import Field
-from flowforge.utils import expand_like, wider_float
+from flowforge.utils import expand_like, per_example, wider_float
 
 __all__ = [
     "Denoiser",
@@ -134,14 +134,7 @@ class EDMPrecond(nn.Module):
         network sees its input in x's dtype while the skip path stays in full precision).
         """
         x_w = x.to(wider_float(x.dtype))  # coefficients and skip path in float32 or wider
-        sigma = torch.as_tensor(sigma, dtype=x_w.dtype, device=x.device)
-        if sigma.dim() == 0:
-            sigma = sigma.expand(x.shape[0])
-        if sigma.shape != (x.shape[0],):
-            raise ValueError(
-                f"sigma has shape {tuple(sigma.shape)} but x has batch size {x.shape[0]}; pass "
-                f"one noise level per example, shape ({x.shape[0]},), or a scalar."
-            )
+        sigma = per_example("sigma", sigma, x_w)
         c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
         F_x = self.net((expand_like(c_in, x_w) * x_w).to(x.dtype), c_noise, cond)  # (B, ...)
         return expand_like(c_skip, x_w) * x_w + expand_like(c_out, x_w) * F_x.to(x_w.dtype)
@@ -217,10 +210,7 @@ class VelocityAsDenoiser(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor | float, cond: Tensor | None = None) -> Tensor:
         """Args: x: (B, ...); sigma: (B,) or a scalar, >= 0; cond: passed on. Returns: (B, ...)."""
-        sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
-        if sigma.dim() == 0:
-            sigma = sigma.expand(x.shape[0])
-        t = t_from_sigma(sigma)  # (B,)
+        t = t_from_sigma(per_example("sigma", sigma, x))  # (B,)
         t_ = expand_like(t, x)
         x_t = t_ * x
         return x_t + (1 - t_) * self.field(x_t, t, cond)

@@ -11,10 +11,11 @@ from torchdiffeq import odeint
 from flowforge.solvers.ode import prepare_state
 from flowforge.typing import Field
 
-__all__ = ["integrate_dopri5", "sample_dopri5"]
+__all__ = ["check_tolerances", "integrate_dopri5", "sample_dopri5"]
 
 
-def _check_tolerances(atol: float, rtol: float) -> None:
+def check_tolerances(atol: float, rtol: float) -> None:
+    """Raise ``ValueError`` unless both adaptive-step tolerances are positive."""
     if not (atol > 0 and rtol > 0):
         raise ValueError(
             f"atol={atol!r}, rtol={rtol!r} must both be positive; e.g. atol=rtol=1e-5."
@@ -94,7 +95,7 @@ def sample_dopri5(
         >>> round(x[0, 0].item(), 4), nfe > 0
         (0.3679, True)
     """
-    _check_tolerances(atol, rtol)
+    check_tolerances(atol, rtol)
     if time_grid is None:
         time_grid = torch.tensor([0.0, 1.0])
     x, time_grid = prepare_state(x_0, time_grid, cond)

@@ -25,7 +25,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from flowforge.solvers.adaptive import _check_tolerances, integrate_dopri5
+from flowforge.solvers.adaptive import check_tolerances, integrate_dopri5
 from flowforge.solvers.ode import TABLEAUS, integrate_rk, prepare_state
 from flowforge.typing import Field
 from flowforge.utils.checks import check_choice
@@ -205,7 +205,7 @@ def _check_args(
     check_choice("probe", probe, ("rademacher", "gaussian"))
     if isinstance(n_probes, bool) or not isinstance(n_probes, numbers.Integral) or n_probes < 1:
         raise ValueError(f"n_probes={n_probes!r} must be an integer >= 1; e.g. n_probes=1.")
-    _check_tolerances(atol, rtol)
+    check_tolerances(atol, rtol)
     decreasing = direction == "decreasing"
     if time_grid is None:
         if method != "dopri5":

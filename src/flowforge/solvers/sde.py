@@ -11,7 +11,7 @@ from torch import Tensor
 from flowforge.solvers.ode import prepare_state
 from flowforge.typing import Field
 from flowforge.utils.checks import check_choice
-from flowforge.utils.tensor import expand_like, randn_like_gen
+from flowforge.utils.tensor import expand_like, per_example, randn_like_gen
 
 __all__ = ["sample_sde", "SDEMethod", "DiffusionCoefficient"]
 
@@ -21,15 +21,7 @@ DiffusionCoefficient = float | Callable[[Tensor], Tensor | float]
 
 def _eps_at(eps: DiffusionCoefficient, t: Tensor, x: Tensor) -> Tensor:
     """eps(t) as a (B, 1, ..., 1) tensor in the state dtype."""
-    value = eps(t) if callable(eps) else eps
-    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
-    if value.dim() == 0:
-        value = value.expand(x.shape[0])
-    if value.shape != (x.shape[0],):
-        raise ValueError(
-            f"eps(t) returned shape {tuple(value.shape)}; return a scalar or one value per "
-            f"example ({x.shape[0]},)."
-        )
+    value = per_example("eps(t)", eps(t) if callable(eps) else eps, x)
     if (value < 0).any():
         raise ValueError(f"eps(t) has negative values (min {value.min().item():.4g}); need >= 0.")
     return expand_like(value, x)

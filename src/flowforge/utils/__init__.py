@@ -9,7 +9,7 @@ from flowforge.utils.checks import (
 )
 from flowforge.utils.io import atomic_path, atomic_write
 from flowforge.utils.seed import make_generator, seed_everything
-from flowforge.utils.tensor import expand_like, randn_like_gen, wider_float
+from flowforge.utils.tensor import expand_like, per_example, randn_like_gen, wider_float
 
 __all__ = [
     "atomic_path",
@@ -21,6 +21,7 @@ __all__ = [
     "check_time",
     "expand_like",
     "make_generator",
+    "per_example",
     "randn_like_gen",
     "seed_everything",
     "wider_float",

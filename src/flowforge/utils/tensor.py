@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["expand_like", "randn_like_gen", "wider_float"]
+__all__ = ["expand_like", "per_example", "randn_like_gen", "wider_float"]
 
 
 def expand_like(t: Tensor, x: Tensor) -> Tensor:
@@ -36,3 +36,29 @@ def wider_float(dtype: torch.dtype) -> torch.dtype:
         torch.float32
     """
     return torch.promote_types(dtype, torch.float32)
+
+
+def per_example(name: str, value: Tensor | float, x: Tensor) -> Tensor:
+    """A scalar or per-example coefficient as a ``(B,)`` tensor in x's dtype and device.
+
+    Args:
+        name: the argument's name, for the error message.
+        value: a Python number, a 0-d tensor or a ``(B,)`` tensor.
+        x: the ``(B, ...)`` batch it applies to.
+
+    Returns:
+        (B,) tensor.
+
+    Example:
+        >>> per_example("sigma", 0.5, torch.zeros(3, 2)).tolist()
+        [0.5, 0.5, 0.5]
+    """
+    value = torch.as_tensor(value, dtype=x.dtype, device=x.device)
+    if value.dim() == 0:
+        value = value.expand(x.shape[0])
+    if value.shape != (x.shape[0],):
+        raise ValueError(
+            f"{name} has shape {tuple(value.shape)} but x has batch size {x.shape[0]}; pass a "
+            f"scalar or one value per example, shape ({x.shape[0]},)."
+        )
+    return value
