@@ -8,8 +8,10 @@ few run ``python -m flowforge`` in a subprocess to test the real entry point.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -142,13 +144,39 @@ def test_resume_continues_from_the_checkpoint(run_dir, tmp_path, capsys):
     copy.mkdir()
     for f in run_dir.iterdir():
         (copy / f.name).write_bytes(f.read_bytes())
-    assert main(["train", str(copy), "--train.steps=160", "--no-eval"]) == 0
+    with pytest.warns(UserWarning, match="cosine learning-rate schedule is re-stretched"):
+        assert main(["train", str(copy), "--train.steps=160", "--no-eval"]) == 0
     assert "from step 120 to step 160" in capsys.readouterr().out
     assert checkpoint_step(copy) == 160
     records = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in records if "loss" in r]
     assert steps == list(range(20, 161, 20))  # continued, neither restarted nor duplicated
     assert load_yaml(copy / "config.yaml").train.steps == 160
+
+
+def test_resume_with_new_sampling_settings_does_not_warn(run_dir, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="resuming")  # they do not touch training
+        argv = ["train", str(copy), "--eval.nfes=4", "--sample.nfe=4", "--threads=2", "--no-eval"]
+        assert main(argv) == 0
+    assert load_yaml(copy / "config.yaml").sample.nfe == 4
+
+
+def test_indivisible_batch_is_refused_before_the_run_directory_exists(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", f"--out-dir={run}", *TINY, "--train.grad_accum=3"]) == 2
+    assert "batch_size=128 is not divisible by train.grad_accum=3" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_sample_refuses_a_missing_out_directory(run_dir, tmp_path, capsys):
+    out = tmp_path / "nonexistent" / "dir" / "x.npy"
+    assert main(["sample", str(run_dir), "--n", "5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "nonexistent").exists()
 
 
 def test_resume_refuses_a_different_model(run_dir, capsys):

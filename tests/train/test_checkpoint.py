@@ -258,3 +258,55 @@ def test_crash_during_save_leaves_one_consistent_checkpoint(tmp_path, monkeypatc
         assert checkpoint_step(tmp_path) == 2  # the committed checkpoint is the current one
         _assert_loads(tmp_path, new, step=2)
     assert not (tmp_path / ckpt._STAGING).exists() and not (tmp_path / ckpt._READY).exists()
+
+
+def _listing(run_dir: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(run_dir)), p.stat().st_mtime_ns) for p in run_dir.rglob("*"))
+
+
+@pytest.mark.parametrize("moved", [(), (MODEL_FILE,)])
+def test_load_weights_reads_a_committed_checkpoint_without_moving_files(
+    tmp_path, monkeypatch, moved
+):
+    """A trainer may be finishing the commit at the same time: `sample`/`eval` only read."""
+    model, ema, opt, sched = trained_state()
+    save_checkpoint(tmp_path, model, ema, opt, sched, 1, {})
+    with torch.no_grad():
+        for net in (model, ema.module):
+            for p in net.parameters():
+                p.add_(1.0)
+    real_replace = os.replace
+
+    def stalled_replace(src, dst):  # the trainer stops after the commit and `moved` moves
+        src = Path(src)
+        if src.parent.name == ckpt._READY and src.name not in moved:
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", stalled_replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model, ema, opt, sched, 2, {})
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    before = _listing(tmp_path)
+    assert (tmp_path / ckpt._READY / STATE_FILE).exists()
+    for which, net in (("model", model), ("ema", ema.module)):
+        loaded = load_weights(tmp_path, make_model(5), which=which)
+        assert all(torch.equal(a, b) for a, b in zip(_params(loaded), _params(net), strict=True))
+    assert _listing(tmp_path) == before  # nothing moved, written or removed
+
+
+def test_finish_pending_checkpoint_tolerates_a_concurrent_finisher(tmp_path, monkeypatch):
+    model, ema, opt, sched = trained_state()
+    save_checkpoint(tmp_path, model, ema, opt, sched, 1, {})
+    real_replace = os.replace
+
+    def raced_replace(src, dst):
+        if Path(src).parent.name == ckpt._READY:
+            real_replace(src, dst)  # the other process moves the file first...
+        return real_replace(src, dst)  # ...so ours finds it gone: FileNotFoundError
+
+    monkeypatch.setattr(ckpt.os, "replace", raced_replace)
+    save_checkpoint(tmp_path, model, ema, opt, sched, 2, {})
+    monkeypatch.setattr(ckpt.os, "replace", real_replace)
+    _assert_loads(tmp_path, _params(model), step=2)
+    assert not (tmp_path / ckpt._READY).exists()

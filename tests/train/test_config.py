@@ -22,6 +22,8 @@ def test_defaults_and_help_text():
         ("steps", 0, ValueError, r"train\.steps=0 is invalid.*>= 1"),
         ("batch_size", -4, ValueError, r"train\.batch_size=-4 is invalid"),
         ("grad_accum", 0, ValueError, r"train\.grad_accum=0 .*use 1 for no accumulation"),
+        # Checked here, before the CLI creates a run directory (not only inside train()).
+        ("grad_accum", 3, ValueError, r"batch_size=512 is not divisible by train\.grad_accum=3"),
         ("steps", 2.5, TypeError, r"train\.steps=2\.5 must be an int"),
         ("seed", True, TypeError, r"train\.seed=True must be an int"),
         ("lr", 0.0, ValueError, r"train\.lr=0\.0 is out of range; use a positive"),

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import warnings
+from dataclasses import asdict
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from flowforge.train import distributed
+from flowforge.train.checkpoint import _set_rng_state
 from flowforge.train.config import TrainConfig
 from flowforge.train.loop import lr_factor, train
 
@@ -122,10 +128,95 @@ def test_resume_after_exception_equals_uninterrupted(tmp_path):
 
 
 def test_resume_with_changed_settings_warns(tmp_path):
-    train(make_model(), objective, sampler, config(steps=4), tmp_path)
+    constant = dict(schedule="constant")  # steps changing a cosine schedule warns too
+    train(make_model(), objective, sampler, config(steps=4, **constant), tmp_path)
     with pytest.warns(UserWarning, match=r"changed settings \['lr'\]"):
-        out = train(make_model(), objective, sampler, config(steps=6, lr=5e-3), tmp_path)
+        out = train(
+            make_model(), objective, sampler, config(steps=6, lr=5e-3, **constant), tmp_path
+        )
     assert out.step == 6 and len(out.losses) == 2  # steps may grow without a warning
+
+
+def _crash_after(calls_allowed: int):
+    calls = 0
+
+    def crashing_sampler(n, generator):
+        nonlocal calls
+        calls += 1
+        if calls > calls_allowed:
+            raise Crash
+        return sampler(n, generator)
+
+    return crashing_sampler
+
+
+def test_resume_uses_the_new_optimizer_settings(tmp_path):
+    old = config(steps=10, ckpt_every=5, log_every=1, warmup_steps=2, min_lr_ratio=0.1)
+    with pytest.raises(Crash):
+        train(make_model(), objective, _crash_after(7), old, tmp_path)  # checkpoint at step 5
+    new = config(**{**asdict(old), "lr": 3e-3, "beta1": 0.8, "beta2": 0.99, "weight_decay": 0.1})
+    with pytest.warns(UserWarning, match=r"changed settings \['lr', 'weight_decay', 'beta1'"):
+        train(make_model(), objective, sampler, new, tmp_path)
+    used = {r["step"] - 1: r["lr"] for r in read_metrics(tmp_path)}  # by 0-indexed step
+    assert [used[s] for s in range(5, 10)] == pytest.approx(
+        [3e-3 * lr_factor(s, new) for s in range(5, 10)], rel=1e-12
+    )
+    state = torch.load(tmp_path / "trainer_state.pt", weights_only=True)
+    group = state["optimizer"]["param_groups"][0]
+    assert group["initial_lr"] == 3e-3 and state["scheduler"]["base_lrs"] == [3e-3]
+    assert tuple(group["betas"]) == (0.8, 0.99) and group["weight_decay"] == 0.1
+
+
+def test_more_steps_on_resume_warn_that_the_schedule_is_restretched(tmp_path):
+    train(make_model(), objective, sampler, config(steps=4), tmp_path)
+    with pytest.warns(UserWarning, match="cosine learning-rate schedule is re-stretched") as rec:
+        train(make_model(), objective, sampler, config(steps=6), tmp_path)
+    assert not any("changed settings" in str(w.message) for w in rec)  # steps may grow
+    constant = tmp_path / "constant"
+    train(make_model(), objective, sampler, config(steps=4, schedule="constant"), constant)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a constant lr is not re-stretched: no warning
+        train(make_model(), objective, sampler, config(steps=6, schedule="constant"), constant)
+
+
+def test_resume_compares_only_the_train_settings(tmp_path):
+    cfg = config(steps=4)
+
+    def run_config(train_cfg, nfe, nfes, threads):
+        return {
+            "train": asdict(train_cfg),
+            "sample": {"nfe": nfe},
+            "eval": {"nfes": nfes},
+            "threads": threads,
+        }
+
+    train(make_model(), objective, sampler, cfg, tmp_path, run_config=run_config(cfg, 8, [2], 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # sampling/evaluation settings do not touch training
+        train(
+            make_model(), objective, sampler, cfg, tmp_path, run_config=run_config(cfg, 4, [4], 2)
+        )
+    lr = config(steps=4, lr=5e-3)
+    with pytest.warns(UserWarning, match=r"changed settings \['train.lr'\]"):
+        train(make_model(), objective, sampler, lr, tmp_path, run_config=run_config(lr, 4, [4], 2))
+
+
+def test_resume_restores_host_rngs_on_rank_0_and_reseeds_other_ranks(tmp_path, monkeypatch):
+    cfg = config(steps=4)
+    train(make_model(), objective, sampler, cfg, tmp_path)  # the checkpoint holds rank 0's RNGs
+    saved = torch.load(tmp_path / "trainer_state.pt", weights_only=True)["rng"]
+
+    def draws(rank: int) -> tuple[float, float]:
+        # A finished run: train() only loads, so the draws show the RNG state it leaves.
+        monkeypatch.setattr(distributed, "rank", lambda: rank)
+        train(make_model(), objective, sampler, cfg, tmp_path)
+        return float(np.random.rand()), random.random()
+
+    by_rank = {r: draws(r) for r in (0, 1, 2)}
+    assert draws(1) == by_rank[1]  # deterministic in (seed, rank, step)
+    assert len(set(by_rank.values())) == 3  # ranks draw different streams
+    _set_rng_state(saved)
+    assert by_rank[0] == (float(np.random.rand()), random.random())  # rank 0: the saved state
 
 
 def test_metrics_checkpoint_and_eval_hook(tmp_path):
@@ -167,8 +258,8 @@ def test_bf16_autocast_is_used_and_learns():
 
 
 def test_errors_are_clear(tmp_path):
-    with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by .* = 4"):
-        train(make_model(), objective, sampler, config(batch_size=10, grad_accum=4))
+    with pytest.raises(ValueError, match=r"batch_size=10 is not divisible by train.grad_accum=4"):
+        config(batch_size=10, grad_accum=4)
     with pytest.raises(ValueError, match=r"return the per-example loss of shape \(16,\)"):
         train(make_model(), lambda m, x, c, g: objective(m, x, c, g).mean(), sampler, config())
     with pytest.raises(TypeError, match="neither a Dataset nor a callable"):

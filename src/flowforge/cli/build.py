@@ -45,6 +45,14 @@ from flowforge.losses.time_samplers import (
     UniformTime,
     UShapedTime,
 )
+from flowforge.metrics.mmd import (
+    BANDWIDTH_SCALES,
+    energy_distance,
+    median_bandwidth,
+    mmd2_unbiased,
+)
+from flowforge.metrics.sliced import sliced_wasserstein
+from flowforge.metrics.wasserstein import wasserstein2
 from flowforge.models.mlp import MLPConfig, MLPField
 from flowforge.paths.affine import CondOTPath, CosinePath, PolynomialPath, VPPath
 from flowforge.paths.couplings import ExactOTCoupling, IndependentCoupling, SinkhornCoupling
@@ -67,6 +75,7 @@ __all__ = [
     "build_model",
     "build_objective",
     "build_field",
+    "build_metrics",
     "generate",
     "DATA_INFO",
 ]
@@ -424,3 +433,41 @@ def generate(
         field, x_0, grid, method=solver, cond=cond, return_trajectory=return_trajectory
     )
     return (out[1] if return_trajectory else out), nfe
+
+
+def build_metrics(
+    names: list[str], seed: int, reference: Tensor
+) -> dict[str, Callable[[Tensor, Tensor], Tensor]]:
+    """The metric functions ``metric(x, y) -> scalar`` named in ``names``, choices fixed once.
+
+    Sliced W2 uses the same directions and MMD the same kernel widths (the median heuristic on
+    ``reference``) for every row and for the floor, so rows differ only through the samples.
+
+    Args:
+        names: metric names out of ``w2``, ``sliced_w2``, ``mmd``, ``energy`` (eval.metrics).
+        seed: seed of the sliced-W2 projection directions.
+        reference: (N, D) data setting the MMD kernel widths.
+
+    Returns:
+        ``{name: metric}`` in the order of ``names``.
+
+    Example:
+        >>> fns = build_metrics(["energy", "sliced_w2"], seed=0, reference=torch.randn(50, 2))
+        >>> list(fns), float(fns["energy"](torch.zeros(4, 2), torch.zeros(4, 2)))
+        (['energy', 'sliced_w2'], 0.0)
+    """
+    directions_seed = seed
+    if "mmd" in names:
+        bandwidths = (
+            median_bandwidth(reference, reference) * torch.tensor(BANDWIDTH_SCALES)
+        ).tolist()
+
+    def sw2(x: Tensor, y: Tensor) -> Tensor:
+        g = torch.Generator().manual_seed(directions_seed)
+        return sliced_wasserstein(x, y, generator=g)
+
+    def mmd(x: Tensor, y: Tensor) -> Tensor:
+        return mmd2_unbiased(x, y, bandwidths=bandwidths)
+
+    table = {"w2": wasserstein2, "sliced_w2": sw2, "mmd": mmd, "energy": energy_distance}
+    return {name: table[name] for name in names}

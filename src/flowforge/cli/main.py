@@ -203,21 +203,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
-    from flowforge.cli import commands  # plotting and metrics load only when needed
+    from flowforge.cli import train_command  # plotting and metrics load only when needed
 
     overrides = [
         f"{k.split(':', 1)[1]}={v}" for k, v in vars(args).items() if k.startswith("override:")
     ]
-    config, run_dir = commands.resolve_train(args.source, args.out_dir)
+    config, run_dir = train_command.resolve_train(args.source, args.out_dir)
     config = apply_overrides(config, overrides)
-    commands.train_command(config, run_dir, evaluate=not args.no_eval)
+    train_command.train_command(config, run_dir, evaluate=not args.no_eval)
     return 0
 
 
 def _sample(args: argparse.Namespace, rest: list[str]) -> int:
-    from flowforge.cli import commands  # plotting and metrics load only when needed
+    from flowforge.cli import sample_command  # plotting and metrics load only when needed
 
-    commands.sample_command(
+    sample_command.sample_command(
         args.run,
         n=args.n,
         solver=args.solver,
@@ -232,9 +232,9 @@ def _sample(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def _eval(args: argparse.Namespace, rest: list[str]) -> int:
-    from flowforge.cli import commands  # plotting and metrics load only when needed
+    from flowforge.cli import eval_command  # plotting and metrics load only when needed
 
-    commands.eval_command(
+    eval_command.eval_command(
         args.run,
         nfes=args.nfes,
         solvers=args.solvers,

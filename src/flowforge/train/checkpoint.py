@@ -14,10 +14,11 @@ Consistency protocol (a crash at any instant leaves one complete checkpoint):
    directory is removed.
 
 A crash before step 2 leaves the previous checkpoint untouched (the staging directory is
-discarded by the next save); a crash during step 3 is rolled forward by the next save or load,
-which finishes the moves. Each weights file also records its step in the safetensors metadata
-and loading checks it against ``trainer_state.pt``, so files of different steps are never
-mixed silently.
+discarded by the next save); a crash during step 3 is rolled forward by the next save or
+``load_checkpoint`` (the trainer), which finishes the moves. ``load_weights`` (``sample``,
+``eval``) never moves files: it reads a committed checkpoint where it lies. Each weights file
+also records its step in the safetensors metadata and loading checks it against
+``trainer_state.pt``, so files of different steps are never mixed silently.
 """
 
 from __future__ import annotations
@@ -117,20 +118,27 @@ def _fsync_dir(path: Path) -> None:
 
 
 def finish_pending_checkpoint(run_dir: str | os.PathLike) -> None:
-    """Roll a committed but unfinished checkpoint forward (step 3 of the protocol); idempotent."""
+    """Roll a committed but unfinished checkpoint forward (step 3 of the protocol); idempotent.
+
+    Safe against a concurrent finisher: a file it moved or removed first is skipped.
+    """
     run_dir = Path(run_dir)
     ready = run_dir / _READY
     if not ready.is_dir():
         return
     for name in _ORDER:
-        if (ready / name).exists():
+        try:
             os.replace(ready / name, run_dir / name)
+        except FileNotFoundError:  # absent from this checkpoint, or already moved
+            pass
     _fsync_dir(run_dir)
     shutil.rmtree(ready, ignore_errors=True)
     # An EMA file older than the model belongs to a run whose EMA has since been turned off.
-    ema_step = _file_step(run_dir / EMA_FILE) if (run_dir / EMA_FILE).exists() else None
-    if ema_step is not None and ema_step != _file_step(run_dir / MODEL_FILE):
-        (run_dir / EMA_FILE).unlink()
+    try:
+        if _file_step(run_dir / EMA_FILE) != _file_step(run_dir / MODEL_FILE):
+            (run_dir / EMA_FILE).unlink(missing_ok=True)
+    except FileNotFoundError:  # no EMA file (or removed by the other finisher)
+        pass
 
 
 def _rng_state() -> dict:
@@ -431,6 +439,9 @@ def load_weights(
     """Load trained weights for sampling or evaluation; returns ``model``.
 
     ``which="ema"`` falls back to ``model.safetensors`` when the run has no (current) EMA file.
+    Read-only, so it is safe beside a training process: the files of a committed but not yet
+    moved checkpoint are read from ``.checkpoint.ready/`` (they are complete there), and nothing
+    in ``run_dir`` is moved or written.
 
     Example:
         >>> import tempfile
@@ -445,10 +456,29 @@ def load_weights(
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
     try:
-        finish_pending_checkpoint(run_dir)
-    except OSError:  # read-only copy of a run: read what is there
-        pass
-    model_path, ema_path = run_dir / MODEL_FILE, run_dir / EMA_FILE
+        return _load_newest_weights(run_dir, model, which)
+    except FileNotFoundError:
+        # A trainer finished the commit while we read: every file is now in run_dir.
+        if not (run_dir / MODEL_FILE).exists():
+            raise FileNotFoundError(
+                f"{run_dir / MODEL_FILE} is missing, so {run_dir} holds no trained weights yet; "
+                "train first (`flowforge train`) or check the path."
+            ) from None
+        return _load_newest_weights(run_dir, model, which)
+
+
+def _newest(run_dir: Path, name: str) -> Path:
+    """A file of the committed checkpoint: in ``.checkpoint.ready/`` until moved out."""
+    ready = run_dir / _READY
+    if ready.is_dir():
+        # A ready directory without the file: the checkpoint has none (e.g. EMA turned off)
+        # unless the file was already moved out.
+        return ready / name if (ready / name).exists() else run_dir / name
+    return run_dir / name
+
+
+def _load_newest_weights(run_dir: Path, model: nn.Module, which: str) -> nn.Module:
+    model_path, ema_path = _newest(run_dir, MODEL_FILE), _newest(run_dir, EMA_FILE)
     if not model_path.exists():
         raise FileNotFoundError(
             f"{model_path} is missing, so {run_dir} holds no trained weights yet; train first "
@@ -461,7 +491,7 @@ def load_weights(
         else:
             warnings.warn(
                 f"{ema_path} is from another step than {model_path}; using the model weights.",
-                stacklevel=2,
+                stacklevel=3,
             )
     _load_weights_file(path, model)
     return model

@@ -111,6 +111,13 @@ class TrainConfig:
             below = value <= high if high_ok else value < high
             if not (above and below):  # also rejects nan
                 raise ValueError(f"train.{name}={value} is out of range; {fix}.")
+        if self.batch_size % self.grad_accum:
+            B, A = self.batch_size, self.grad_accum
+            raise ValueError(
+                f"train.batch_size={B} is not divisible by train.grad_accum={A}; use a multiple "
+                f"of {A} such as {max(A, B - B % A)} (each micro-batch gets batch_size / "
+                "(world_size * grad_accum) examples)."
+            )
         if self.warmup_steps > self.steps:
             raise ValueError(
                 f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}; "

@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import random
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
@@ -64,6 +66,7 @@ __all__ = [
 
 Objective = Callable[[nn.Module, Tensor, Tensor | None, torch.Generator | None], Tensor]
 _GLOBAL_RNG = 3  # stream tag of the per-chunk reseeding of torch's global RNG
+_HOST_RNG = 4  # stream tag of the NumPy/Python RNG seeds of ranks > 0 on resume
 # Settings that may change on resume without changing the trained weights.
 _HARMLESS = {"steps", "log_every", "ckpt_every", "eval_every", "progress", "tensorboard", "device"}
 
@@ -176,8 +179,8 @@ def train(
             ``(x, label)`` items (see :mod:`flowforge.train.data`).
         config: hyperparameters.
         run_dir: directory for ``config.yaml``, checkpoints and ``metrics.jsonl`` (rank 0 writes);
-            if it holds a checkpoint, training resumes from it up to ``config.steps``. None: no
-            files, no resume.
+            if it holds a checkpoint, training resumes from it up to ``config.steps`` with the
+            optimizer settings (lr, betas, weight decay) of ``config``. None: no files, no resume.
         eval_hook: ``eval_hook(step, model) -> dict`` called on rank 0 every ``eval_every``
             steps with the EMA network (else the model) in eval mode; the dict is logged.
         run_config: full run configuration written to ``config.yaml`` and checkpoints (default
@@ -245,14 +248,18 @@ def _train(
     start = 0
     if run_dir is not None:
         if main:
-            _prepare_run_dir(run_dir, config_dict)
+            _prepare_run_dir(run_dir, config_dict, config)
         distributed.barrier()
         saved = checkpoint_step(run_dir)
         if saved is not None:
             has_ema = ema is not None and (run_dir / EMA_FILE).exists()
+            # The checkpoint holds rank 0's RNG states only; the other ranks reseed theirs.
             start = load_checkpoint(
-                run_dir, raw, ema if has_ema else None, optimizer, scheduler, restore_rng=True
+                run_dir, raw, ema if has_ema else None, optimizer, scheduler, restore_rng=main
             )
+            if not main:
+                _seed_host_rngs(chunk_seed(config.seed, _HOST_RNG, start, R))
+            _apply_optimizer_settings(optimizer, scheduler, config)
             if ema is not None and not has_ema:  # EMA switched on at resume: start from here
                 ema = EMA(raw, config.ema_decay)
             distributed.print0(f"resuming {run_dir} from step {start}")
@@ -368,20 +375,79 @@ def _reseed_global(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-def _prepare_run_dir(run_dir: Path, config_dict: dict) -> None:
-    """Finish an interrupted checkpoint commit, warn on changed settings, write config.yaml."""
+def _seed_host_rngs(seed: int) -> None:
+    """Seed NumPy's and Python's global RNGs (NumPy takes 32 bits)."""
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _apply_optimizer_settings(
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
+    config: TrainConfig,
+) -> None:
+    """Give a resumed optimizer the config's lr, betas and weight decay.
+
+    ``load_state_dict`` restores the checkpoint's values (and the scheduler its ``base_lrs``);
+    the config is what the user asked for and what config.yaml records. The current lr becomes
+    ``config.lr * lr_factor(step)`` so the next step uses the new base lr and schedule.
+    """
+    lr = config.lr * lr_factor(scheduler.last_epoch, config)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = config.lr
+        group["lr"] = lr
+        group["betas"] = (config.beta1, config.beta2)
+        group["weight_decay"] = config.weight_decay
+    scheduler.base_lrs = [config.lr] * len(optimizer.param_groups)
+    scheduler._last_lr = [lr] * len(optimizer.param_groups)  # what get_last_lr() reports
+
+
+def _find(tree: dict, sub: dict, prefix: str = "") -> str | None:
+    """Dotted prefix (``""`` or e.g. ``"train."``) under which ``sub`` sits in ``tree``."""
+    if tree == sub:
+        return prefix
+    for k, v in tree.items():
+        found = _find(v, sub, f"{prefix}{k}.") if isinstance(v, dict) else None
+        if found is not None:
+            return found
+    return None
+
+
+def _prepare_run_dir(run_dir: Path, config_dict: dict, config: TrainConfig) -> None:
+    """Finish an interrupted checkpoint commit, warn on changed settings, write config.yaml.
+
+    Only the train settings are compared (full dotted keys): the CLI refuses changed model,
+    data or method settings itself, and sampling/evaluation settings do not touch training.
+    """
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         finish_pending_checkpoint(run_dir)
         old_path = run_dir / CONFIG_FILE
         if old_path.exists() and checkpoint_step(run_dir) is not None:
             old = yaml.safe_load(old_path.read_text()) or {}
-            changed = [k for k in _diff(old, config_dict) if k.split(".")[-1] not in _HARMLESS]
+            new = asdict(config)
+            prefix = _find(config_dict, new)
+            if prefix is None:  # a run_config without the train settings: compare it all
+                prefix, new = "", config_dict
+            for key in prefix.split(".")[:-1]:
+                old = old.get(key) if isinstance(old, dict) else None
+            old = old if isinstance(old, dict) else {}
+            diff = _diff(old, new)
+            changed = [prefix + k for k in diff if k not in _HARMLESS]
             if changed:
                 warnings.warn(
                     f"resuming {run_dir} with changed settings {changed}; the resumed run will "
                     "not match an uninterrupted one. Use a new run directory to start afresh.",
-                    stacklevel=3,
+                    stacklevel=4,
+                )
+            if "steps" in diff and config.schedule != "constant":
+                warnings.warn(
+                    f"resuming {run_dir} with {prefix}steps changed from {old.get('steps')} to "
+                    f"{config.steps}: the {config.schedule} learning-rate schedule is "
+                    "re-stretched to the new step count, so the run will not match an "
+                    f"uninterrupted run of {config.steps} steps (train a new run directory for "
+                    "that).",
+                    stacklevel=4,
                 )
         save_config(run_dir, config_dict)
     except OSError as e:

@@ -1,0 +1,116 @@
+"""``flowforge sample``: draw samples from a trained run into a .npy array or a .png plot."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowforge.cli import plots
+from flowforge.cli.build import (
+    build_data,
+    build_field,
+    generate,
+)
+from flowforge.cli.config import (
+    ConfigError,
+    check_nfe,
+    from_dict,
+    to_dict,
+    validate,
+)
+from flowforge.cli.eval_command import load_run
+from flowforge.solvers.ode import NFE_PER_STEP
+from flowforge.utils.io import atomic_path
+
+__all__ = [
+    "sample_command",
+]
+
+
+def sample_command(
+    run: str | os.PathLike,
+    *,
+    n: int | None = None,
+    solver: str | None = None,
+    nfe: int | None = None,
+    guidance: float | None = None,
+    label: int | None = None,
+    seed: int | None = None,
+    which: str = "ema",
+    out: str | os.PathLike | None = None,
+) -> Path:
+    """Draw samples from a run into ``out`` (.npy array in data units, or .png scatter)."""
+    run_dir = Path(run)
+    out = run_dir / "sample.npy" if out is None else Path(out)
+    if out.suffix not in (".npy", ".png"):
+        raise ValueError(f"--out={str(out)!r} must end in .npy (array) or .png (scatter plot).")
+    if not out.parent.is_dir():  # a typo must not silently create directories
+        what = "is not a directory" if out.parent.exists() else "does not exist"
+        raise FileNotFoundError(
+            f"cannot write --out={str(out)!r}: its directory {out.parent} {what}; create it "
+            "first or choose another path."
+        )
+    config, info, model = load_run(run_dir, which)
+    s = config.sample
+    overrides = {"n": n, "solver": solver, "nfe": nfe, "guidance": guidance, "seed": seed}
+    sample_dict = to_dict(s) | {k: v for k, v in overrides.items() if v is not None}
+    if solver is not None and solver != "dopri5" and nfe is None:
+        # Keep the run's budget when it divides; otherwise one step's worth is not a good
+        # default, so ask.
+        if sample_dict["nfe"] % NFE_PER_STEP[solver]:
+            raise ConfigError(
+                f"--solver={solver} cannot spend the run's sample.nfe={s.nfe}; pass --nfe with "
+                f"a multiple of {NFE_PER_STEP[solver]}."
+            )
+    config.sample = from_dict(sample_dict, type(s), "sample.")
+    validate(config)
+    s = config.sample
+    check_nfe("--nfe", s.solver, s.nfe)
+    if label is not None and not 0 <= label < max(info.num_classes, 1):
+        raise ValueError(
+            f"--label={label} is not a class of this run; "
+            + (
+                f"use 0..{info.num_classes - 1}."
+                if info.num_classes
+                else "the run is unconditional, drop --label."
+            )
+        )
+    g = torch.Generator().manual_seed(s.seed)
+    x_0 = torch.randn(s.n, info.dim, generator=g, dtype=torch.float32)
+    labels = info.labels(s.n, g)
+    if label is not None:
+        labels = torch.full((s.n,), label, dtype=torch.long)
+    field = build_field(model, s, info.num_classes)
+    t0 = time.perf_counter()
+    x, used = generate(
+        field, x_0, s.solver, s.nfe, cond=labels, time_shift=s.time_shift, atol=s.atol, rtol=s.rtol
+    )
+    x = info.to_data(x).float().numpy()
+    seconds = time.perf_counter() - t0
+    try:
+        if out.suffix == ".npy":
+            with atomic_path(out) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, x)
+        else:
+            source = build_data(config.data)
+            data = source.reference(s.n, torch.Generator().manual_seed(s.seed + 1)).numpy()
+            title = f"{run_dir.name}: {s.solver}, NFE {used}" + (
+                f", guidance {s.guidance:g}" if info.num_classes else ""
+            )
+            plots.plot_samples(
+                out, x, data, title=title, labels=None if labels is None else labels.numpy()
+            )
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write --out={str(out)!r} ({e.strerror or e}); choose a writable path."
+        ) from None
+    print(
+        f"wrote {s.n} samples ({s.solver}, NFE {used}, {seconds:.2f} s) of shape "
+        f"{tuple(x.shape)} to {out}"
+    )
+    return out
