@@ -50,3 +50,25 @@ def test_bad_arguments():
         drop_condition(torch.arange(3), 1.5, 0)
     with pytest.raises(ValueError, match="does not broadcast"):
         drop_condition(torch.randn(4, 3), 0.5, torch.zeros(2))
+
+
+def test_condition_dropout_objective_passes_dropped_labels_and_noise_stream():
+    from flowforge.guidance.dropout import ConditionDropout
+
+    seen = []
+
+    def loss(model, x_1, cond, generator):
+        seen.append((cond, generator))
+        return x_1.sum(1)
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(2000) % 8
+    out = ConditionDropout(loss, p=0.25, null_value=8)(None, torch.ones(2000, 2), labels, g)
+    cond, gen = seen[0]
+    assert gen is g and out.shape == (2000,)
+    dropped = (cond == 8).double().mean().item()
+    assert abs(dropped - 0.25) < 5 * (0.25 * 0.75 / 2000) ** 0.5  # binomial, 5 sigma
+    kept = cond != 8
+    assert torch.equal(cond[kept], labels[kept])
+    with pytest.raises(ValueError, match="p=1.5"):
+        ConditionDropout(loss, p=1.5, null_value=8)

@@ -34,7 +34,7 @@ from flowforge.data.toy2d import (
     swiss_roll,
 )
 from flowforge.guidance.cfg import ClassifierFreeGuidance
-from flowforge.guidance.dropout import drop_condition
+from flowforge.guidance.dropout import ConditionDropout
 from flowforge.guidance.raag import RAAG
 from flowforge.losses.fm import FlowMatchingLoss
 from flowforge.losses.time_samplers import (
@@ -70,7 +70,6 @@ __all__ = [
     "GUIDANCE",
     "SOLVERS",
     "DataSource",
-    "ConditionDropout",
     "build_data",
     "build_model",
     "build_objective",
@@ -311,29 +310,6 @@ def build_model(config: ModelConfig, dim: int, num_classes: int) -> MLPField:
         activation=config.activation,
     )
     return MLPField(mlp).float()
-
-
-class ConditionDropout:
-    """An objective that drops each label with probability ``p`` before calling ``loss``.
-
-    Trains the conditional and the null-class field together for classifier-free guidance.
-
-    Args:
-        loss: an objective ``loss(model, x_1, cond, generator) -> (B,)``.
-        p: drop probability.
-        null_value: the null label (``num_classes`` for ``MLPField``).
-
-    References:
-        Classifier-Free Diffusion Guidance (Ho & Salimans, 2022), arXiv:2207.12598, Alg. 1.
-    """
-
-    def __init__(self, loss: Callable, p: float, null_value: int) -> None:
-        self.loss, self.p, self.null_value = loss, p, null_value
-
-    def __call__(self, model, x_1, cond=None, generator=None) -> Tensor:
-        if cond is not None:
-            cond = drop_condition(cond, self.p, self.null_value, generator)
-        return self.loss(model, x_1, cond, generator)
 
 
 def build_objective(config: MethodConfig, num_classes: int) -> Callable:
