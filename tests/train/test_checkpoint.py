@@ -310,3 +310,32 @@ def test_finish_pending_checkpoint_tolerates_a_concurrent_finisher(tmp_path, mon
     monkeypatch.setattr(ckpt.os, "replace", real_replace)
     _assert_loads(tmp_path, _params(model), step=2)
     assert not (tmp_path / ckpt._READY).exists()
+
+
+def test_readers_look_again_when_a_trainer_moves_the_file_mid_read(tmp_path, monkeypatch):
+    """The trainer moves `.checkpoint.ready/<file>` into the run between a reader's check and
+    its open: `checkpoint_step` and `load_weights` find it again."""
+    model, ema, opt, sched = trained_state()
+    save_checkpoint(tmp_path, model, ema, opt, sched, 1, {})
+    real_load_state, real_load_file = ckpt._load_state, ckpt.load_file
+    ready = tmp_path / ckpt._READY
+    ready.mkdir()
+    (tmp_path / STATE_FILE).rename(ready / STATE_FILE)  # as if just committed, not yet moved
+    (tmp_path / MODEL_FILE).rename(ready / MODEL_FILE)
+    moved = []
+
+    def finisher_moves_first(path, *args, **kwargs):
+        path = Path(path)
+        if path.parent == ready:  # the trainer wins the race: the path is gone when we open it
+            os.replace(path, tmp_path / path.name)
+            moved.append(path.name)
+        return (real_load_state if path.name == STATE_FILE else real_load_file)(
+            path, *args, **kwargs
+        )
+
+    monkeypatch.setattr(ckpt, "_load_state", finisher_moves_first)
+    monkeypatch.setattr(ckpt, "load_file", finisher_moves_first)
+    assert checkpoint_step(tmp_path) == 1
+    loaded = load_weights(tmp_path, make_model(5), which="model")
+    assert moved == [STATE_FILE, MODEL_FILE]
+    assert all(torch.equal(a, b) for a, b in zip(_params(loaded), _params(model), strict=True))

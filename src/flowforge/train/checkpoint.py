@@ -27,6 +27,7 @@ import os
 import pickle
 import random
 import shutil
+import time
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -352,9 +353,35 @@ def _check_run_dir(run_dir: Path) -> None:
         raise NotADirectoryError(f"{run_dir} is a file, not a run directory; check the path.")
 
 
+_READ_ATTEMPTS = 5
+
+
+def _while_training(read, run_dir: Path):
+    """``read(run_dir)``, retried when a training process moves a file away mid-read.
+
+    A live run moves each committed file from ``.checkpoint.ready/`` into ``<run>/`` (and the
+    next checkpoint replaces them), so a reader may pick a path that vanishes before it opens
+    it; the files stay complete throughout, so looking again finds them.
+    """
+    for attempt in range(_READ_ATTEMPTS):
+        try:
+            return read(run_dir)
+        except FileNotFoundError:
+            if attempt == _READ_ATTEMPTS - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
 def checkpoint_step(run_dir: str | os.PathLike) -> int | None:
-    """Step of the checkpoint in ``run_dir``, or None when it holds none (yet)."""
-    run_dir = Path(run_dir)
+    """Step of the checkpoint in ``run_dir``, or None when it holds none (yet).
+
+    Safe to call while a run is training into ``run_dir``.
+    """
+    return _while_training(_checkpoint_step, Path(run_dir))
+
+
+def _checkpoint_step(run_dir: Path) -> int | None:
     for path in (run_dir / _READY / STATE_FILE, run_dir / STATE_FILE):  # committed one first
         if path.exists():
             return _load_state(path, mmap=True)["step"]  # mmap: tensors are not read
@@ -455,16 +482,7 @@ def load_weights(
     check_choice("which", which, ["ema", "model"])
     run_dir = Path(run_dir)
     _check_run_dir(run_dir)
-    try:
-        return _load_newest_weights(run_dir, model, which)
-    except FileNotFoundError:
-        # A trainer finished the commit while we read: every file is now in run_dir.
-        if not (run_dir / MODEL_FILE).exists():
-            raise FileNotFoundError(
-                f"{run_dir / MODEL_FILE} is missing, so {run_dir} holds no trained weights yet; "
-                "train first (`flowforge train`) or check the path."
-            ) from None
-        return _load_newest_weights(run_dir, model, which)
+    return _while_training(lambda d: _load_newest_weights(d, model, which), run_dir)
 
 
 def _newest(run_dir: Path, name: str) -> Path:
