@@ -13,13 +13,15 @@ from flowforge.cli.config import (
     ConfigError,
     MethodConfig,
     RunConfig,
+    validate,
+)
+from flowforge.cli.config_io import (
     apply_overrides,
     config_keys,
     list_presets,
     load_yaml,
     preset_path,
     save_yaml,
-    validate,
 )
 
 

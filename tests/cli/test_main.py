@@ -19,7 +19,7 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
-from flowforge.cli.config import load_yaml
+from flowforge.cli.config_io import load_yaml
 from flowforge.cli.main import main
 from flowforge.train.checkpoint import checkpoint_step
 

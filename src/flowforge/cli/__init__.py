@@ -8,6 +8,8 @@ from flowforge.cli.config import (
     ModelConfig,
     RunConfig,
     SampleConfig,
+)
+from flowforge.cli.config_io import (
     apply_overrides,
     list_presets,
     load_yaml,

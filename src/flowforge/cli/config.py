@@ -1,31 +1,19 @@
-"""Run configuration: one dataclass per component, YAML presets, dotted type-checked overrides.
+"""Run configuration: one dataclass per component of a run, and its validation.
 
-A run is described by ``RunConfig(name, data, model, method, train, sample, eval)``. Presets are
-YAML files holding only the keys that differ from the defaults; ``--train.steps=2000`` style
-overrides are checked against the field types (``int``, ``float``, ``bool``, ``str``,
-``Literal``, ``list[...]``, ``X | None``). Unknown keys, wrong types and invalid choices raise
-``ConfigError`` (a ``ValueError``) naming the key, the value and the valid options.
+A run is described by ``RunConfig(name, data, model, method, train, sample, eval)``; reading,
+overriding and writing configs lives in ``flowforge.cli.config_io``.
 
 Example:
-    >>> cfg = apply_overrides(RunConfig(), ["--train.steps=100", "--sample.solver=euler"])
-    >>> cfg.train.steps, cfg.sample.solver
-    (100, 'euler')
-    >>> from_dict(to_dict(cfg)) == cfg
-    True
+    >>> cfg = RunConfig()
+    >>> cfg.data.name, cfg.sample.solver, validate(cfg) is cfg
+    ('eight_gaussians', 'heun', True)
 """
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
 import typing
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
-from typing import Any, Literal
-
-import yaml
+from typing import Literal
 
 from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.train.config import TrainConfig
@@ -40,14 +28,6 @@ __all__ = [
     "RunConfig",
     "TOY_DATASETS",
     "FIXED_SOLVERS",
-    "apply_overrides",
-    "config_keys",
-    "from_dict",
-    "to_dict",
-    "load_yaml",
-    "save_yaml",
-    "list_presets",
-    "preset_path",
     "validate",
 ]
 
@@ -224,200 +204,6 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-# ---------------------------------------------------------------------------------------------
-# Typed conversion
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        return f"a list of {_type_name(inner)} (e.g. [1,2,4] or 1,2,4)"
-    if tp is type(None):
-        return "null"
-    return getattr(tp, "__name__", str(tp))
-
-
-_TRUE = {"true", "yes", "on", "1"}
-_FALSE = {"false", "no", "off", "0"}
-_NONE = {"none", "null", "~", ""}
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Convert ``value`` (from YAML or a command line) to ``tp``, or raise ``ConfigError``."""
-
-    def fail(extra: str = "") -> typing.NoReturn:
-        raise ConfigError(f"{key}={value!r} has the wrong type; expected {_type_name(tp)}.{extra}")
-
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if type(None) in args and (
-            value is None or (isinstance(value, str) and value.strip().lower() in _NONE)
-        ):
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except ConfigError as e:
-                errors.append(e)
-        fail()
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value in choices:
-            return value
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{key}={value!r} is not valid; choose one of {list(choices)}.{hint}")
-    if origin is list:
-        (inner,) = typing.get_args(tp)
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("[") and text.endswith("]"):
-                text = text[1:-1]
-            value = [v.strip() for v in text.split(",") if v.strip()]
-        if not isinstance(value, (list, tuple)):
-            fail()
-        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        fail(" Use true or false.")
-    if tp is int:
-        if isinstance(value, bool):
-            fail()
-        if isinstance(value, int):
-            return value
-        try:
-            number = float(value) if isinstance(value, (str, float)) else None
-        except ValueError:
-            number = None
-        if number is not None and number.is_integer():
-            return int(number)
-        fail(" Use a whole number such as 100.")
-    if tp is float:
-        if isinstance(value, bool):
-            fail()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        fail(" Use a number such as 0.001 or 1e-3.")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        fail(" Quote it in YAML.")
-    raise AssertionError(f"config field {key} has unsupported type {tp!r}")  # a bug in a config
-
-
-def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
-
-
-def _unknown(key: str, valid: list[str], prefix: str) -> ConfigError:
-    full = f"{prefix}{key}"
-    valid_full = [f"{prefix}{v}" for v in valid]
-    close = difflib.get_close_matches(full, valid_full, n=1, cutoff=0.5)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown config key {full!r}.{hint} Valid keys: {', '.join(valid_full)}.")
-
-
-def from_dict(data: dict | None, cls: type = RunConfig, prefix: str = "") -> Any:
-    """Build the dataclass ``cls`` from a nested dict (missing keys keep their defaults).
-
-    Raises:
-        ConfigError: an unknown key (with the closest valid one) or a value of the wrong type.
-    """
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"{prefix.rstrip('.') or 'the config'} must be a mapping of keys to values, got "
-            f"{data!r}."
-        )
-    fields = _fields(cls)
-    kwargs = {}
-    for key, value in data.items():
-        if key not in fields:
-            raise _unknown(str(key), list(fields), prefix)
-        f, tp = fields[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = from_dict(value, tp, f"{prefix}{key}.")
-        else:
-            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
-    return cls(**kwargs)
-
-
-def to_dict(config: Any) -> dict:
-    """The nested plain-dict form of a config (what ``config.yaml`` holds)."""
-    return dataclasses.asdict(config)
-
-
-def config_keys(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, Any, Any, str]]:
-    """Every dotted key with its type, default and help: ``[(key, type, default, help), ...]``."""
-    out = []
-    instance = cls()
-    for name, (f, tp) in _fields(cls).items():
-        if dataclasses.is_dataclass(tp):
-            out += config_keys(tp, f"{prefix}{name}.")
-        else:
-            help_text = f.metadata.get("help", "")
-            out.append((f"{prefix}{name}", tp, getattr(instance, name), help_text))
-    return out
-
-
-def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
-    """Apply ``--section.key=value`` (or ``section.key=value``) overrides, type-checked.
-
-    Raises:
-        ConfigError: malformed override, unknown key or wrong type.
-    """
-    config = from_dict(to_dict(config))  # a copy
-    for item in overrides:
-        text = item[2:] if item.startswith("--") else item
-        if "=" not in text:
-            raise ConfigError(
-                f"override {item!r} has no value; write it as --{text}=VALUE (e.g. "
-                "--train.steps=2000)."
-            )
-        key, value = text.split("=", 1)
-        *parents, leaf = key.split(".")
-        target, prefix = config, ""
-        for part in parents:
-            fields = _fields(type(target))
-            if part not in fields:
-                sections = [k for k, (_, t) in fields.items() if dataclasses.is_dataclass(t)]
-                raise _unknown(part, sections, prefix)
-            if not dataclasses.is_dataclass(fields[part][1]):
-                raise ConfigError(
-                    f"{prefix}{part} is a value, not a section; write --{prefix}{part}=VALUE."
-                )
-            target, prefix = getattr(target, part), f"{prefix}{part}."
-        fields = _fields(type(target))
-        if leaf not in fields:
-            raise _unknown(leaf, list(fields), prefix)
-        f, tp = fields[leaf]
-        if dataclasses.is_dataclass(tp):
-            raise ConfigError(
-                f"{prefix}{leaf} is a section; set one of its keys, e.g. "
-                f"--{prefix}{leaf}.{dataclasses.fields(tp)[0].name}=VALUE."
-            )
-        setattr(target, leaf, _coerce(value, tp, f"{prefix}{leaf}"))
-    return from_dict(to_dict(config))  # rebuilt, so each section's own checks run
-
-
 def validate(config: RunConfig) -> RunConfig:
     """Check value ranges and cross-field rules; return the config unchanged.
 
@@ -485,60 +271,3 @@ def check_nfe(key: str, solver: str, nfe: int) -> int:
             f"{solver!r}; use one of {valid}..."
         )
     return nfe // per_step
-
-
-# ---------------------------------------------------------------------------------------------
-# Files
-
-
-def load_yaml(path: str | Path) -> RunConfig:
-    """Read a preset or a run's ``config.yaml``; the run name defaults to the file's stem.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ConfigError: unreadable YAML, unknown keys or wrong types.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {str(path)!r} does not exist.")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML: {e}") from None
-    data = {} if data is None else data
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (data:, train: ...).")
-    data.setdefault("name", path.stem if path.name != "config.yaml" else path.parent.name)
-    return from_dict(data)
-
-
-def save_yaml(config: RunConfig, path: str | Path) -> None:
-    """Write ``config`` as YAML (reloads with ``load_yaml`` to an equal ``RunConfig``)."""
-    Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
-def _presets_dir() -> Path:
-    return Path(str(resources.files("flowforge") / "configs"))
-
-
-def list_presets() -> dict[str, str]:
-    """Preset name -> one-line description (the first comment line of its YAML file)."""
-    out = {}
-    for path in sorted(_presets_dir().glob("*.yaml")):
-        first = next((line for line in path.read_text().splitlines() if line.startswith("#")), "#")
-        out[path.stem] = first.lstrip("#").strip()
-    return out
-
-
-def preset_path(name: str) -> Path:
-    """The YAML file of preset ``name``; ``ConfigError`` naming the presets if there is none."""
-    path = _presets_dir() / f"{name}.yaml"
-    if not path.is_file():
-        names = list(list_presets())
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"{name!r} is neither a preset, a .yaml file nor a run directory.{hint} "
-            f"Presets: {', '.join(names)}."
-        )
-    return path

@@ -27,10 +27,12 @@ from flowforge.cli.build import (
 )
 from flowforge.cli.config import (
     RunConfig,
+    validate,
+)
+from flowforge.cli.config_io import (
     from_dict,
     load_yaml,
     to_dict,
-    validate,
 )
 from flowforge.metrics.floor import finite_sample_floor
 from flowforge.solvers.ode import NFE_PER_STEP

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 from flowforge.cli.config import (
     ConfigError,
     RunConfig,
+)
+from flowforge.cli.config_io import (
     apply_overrides,
     config_keys,
     list_presets,

@@ -18,9 +18,11 @@ from flowforge.cli.build import (
 from flowforge.cli.config import (
     ConfigError,
     check_nfe,
+    validate,
+)
+from flowforge.cli.config_io import (
     from_dict,
     to_dict,
-    validate,
 )
 from flowforge.cli.eval_command import load_run
 from flowforge.solvers.ode import NFE_PER_STEP

@@ -21,10 +21,12 @@ from flowforge.cli.build import (
 from flowforge.cli.config import (
     ConfigError,
     RunConfig,
+    validate,
+)
+from flowforge.cli.config_io import (
     load_yaml,
     preset_path,
     to_dict,
-    validate,
 )
 from flowforge.cli.eval_command import (
     METRICS_JSON,
