@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from flowforge.solvers.ode import NFE_PER_STEP
@@ -27,21 +28,49 @@ __all__ = [
     "EvalConfig",
     "RunConfig",
     "TOY_DATASETS",
+    "IMAGE_DATASETS",
+    "IMAGE_METRICS",
     "FIXED_SOLVERS",
     "validate",
+    "is_image_run",
 ]
 
 ToyName = Literal[
     "eight_gaussians", "moons", "circles", "swiss_roll", "checkerboard", "pinwheel", "spirals"
 ]
 TOY_DATASETS: tuple[str, ...] = typing.get_args(ToyName)
+ImageName = Literal["digits", "shapes"]
+IMAGE_DATASETS: tuple[str, ...] = typing.get_args(ImageName)
+DataName = Literal[
+    "eight_gaussians",
+    "moons",
+    "circles",
+    "swiss_roll",
+    "checkerboard",
+    "pinwheel",
+    "spirals",
+    "digits",
+    "shapes",
+]
 PathName = Literal["cond_ot", "cosine", "vp", "polynomial"]
 TimeSamplerName = Literal["uniform", "logit_normal", "mode", "cosmap", "u_shaped"]
 CouplingName = Literal["independent", "exact_ot", "sinkhorn"]
 SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5"]
 FixedSolverName = Literal["euler", "midpoint", "heun", "rk4"]
 FIXED_SOLVERS: tuple[str, ...] = typing.get_args(FixedSolverName)
-MetricName = Literal["w2", "sliced_w2", "mmd", "energy"]
+MetricName = Literal[
+    "w2",
+    "sliced_w2",
+    "mmd",
+    "energy",
+    "fd",
+    "precision",
+    "recall",
+    "accuracy",
+    "miou",
+    "known_error",
+]
+IMAGE_METRICS: tuple[str, ...] = ("fd", "precision", "recall", "accuracy", "miou", "known_error")
 
 
 class ConfigError(ValueError):
@@ -56,14 +85,38 @@ def _help(text: str) -> dict[str, str]:
 class DataConfig:
     """Where training examples come from.
 
-    A 2-D toy by name, or a user's ``.csv`` / ``.npy`` array (one example per row) via ``path``.
+    A 2-D toy or an image set by name, a user's ``.csv`` / ``.npy`` array (one example per row)
+    or folder of images via ``path``; optionally the latents of a trained autoencoder run.
     """
 
-    name: ToyName = field(
-        default="eight_gaussians", metadata=_help("2-D toy dataset (ignored when path is set)")
+    name: DataName = field(
+        default="eight_gaussians",
+        metadata=_help("2-D toy or image dataset (digits, shapes); ignored when path is set"),
     )
     path: str | None = field(
-        default=None, metadata=_help("a .csv or .npy array, one example per row (replaces name)")
+        default=None,
+        metadata=_help("a .csv/.npy array (one example per row) or a folder of images"),
+    )
+    image_size: int | None = field(
+        default=None,
+        metadata=_help(
+            "image side: digits 8 or 16, shapes >= 8, folders resized to it (null: the data's "
+            "own side; a folder's images must then share one size)"
+        ),
+    )
+    n_train: int = field(
+        default=8192, metadata=_help("shapes: images generated for training (held-out: 2048)")
+    )
+    channels: Literal["none", "mask", "inpaint"] = field(
+        default="none",
+        metadata=_help(
+            "images: condition channels; mask: one-hot segmentation (mask-to-image), inpaint: "
+            "masked image + mask"
+        ),
+    )
+    autoencoder: str | None = field(
+        default=None,
+        metadata=_help("run directory of a trained autoencoder: train on its latents (LFM)"),
     )
     conditional: bool = field(
         default=False,
@@ -81,10 +134,16 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The MLP velocity field (``flowforge.models.MLPConfig`` less dim/num_classes, from data)."""
+    """The network: an MLP (vectors), a UNet or DiT (images) or a convolutional autoencoder.
 
-    hidden: int = field(default=256, metadata=_help("width of each hidden layer"))
-    depth: int = field(default=3, metadata=_help("number of hidden layers"))
+    Sizes that come from the data (dimension, channels, classes) are not set here.
+    """
+
+    arch: Literal["mlp", "unet", "dit", "autoencoder"] = field(
+        default="mlp", metadata=_help("network architecture")
+    )
+    hidden: int = field(default=256, metadata=_help("mlp: hidden width; dit: token width"))
+    depth: int = field(default=3, metadata=_help("mlp: hidden layers; dit: transformer blocks"))
     time_embed_dim: int = field(
         default=64, metadata=_help("sinusoidal time features (0: raw t as one input)")
     )
@@ -94,12 +153,31 @@ class ModelConfig:
     activation: Literal["silu", "relu", "gelu", "selu"] = field(
         default="silu", metadata=_help("hidden activation")
     )
+    base_channels: int = field(default=32, metadata=_help("unet/autoencoder: first-level width"))
+    channel_mults: list[int] = field(
+        default_factory=lambda: [1, 2], metadata=_help("unet: width multiplier per level")
+    )
+    attention: bool = field(default=True, metadata=_help("unet: self-attention in the middle"))
+    dropout: float = field(default=0.0, metadata=_help("unet: dropout in the ResBlocks"))
+    patch_size: int = field(default=2, metadata=_help("dit: patch side"))
+    heads: int = field(default=4, metadata=_help("dit: attention heads"))
+    latent_channels: int = field(default=4, metadata=_help("autoencoder: latent channels"))
+    downsample: int = field(
+        default=2, metadata=_help("autoencoder: stride-2 stages (latent side = size / 2^k)")
+    )
+    kl_weight: float = field(
+        default=1e-4, metadata=_help("autoencoder: KL weight (0: deterministic autoencoder)")
+    )
 
 
 @dataclass
 class MethodConfig:
-    """The flow-matching objective: path, time density, coupling, distance, condition dropout."""
+    """The objective: flow matching (path, time density, coupling, distance, condition dropout),
+    SymmFlow (joint image/mask flows) or an autoencoder's reconstruction loss."""
 
+    objective: Literal["fm", "symmflow", "autoencoder"] = field(
+        default="fm", metadata=_help("what to train")
+    )
     path: PathName = field(default="cond_ot", metadata=_help("probability path x_t"))
     poly_n: float = field(default=2.0, metadata=_help("exponent of the polynomial path"))
     vp_beta_min: float = field(default=0.1, metadata=_help("VP path beta_min"))
@@ -130,6 +208,16 @@ class MethodConfig:
     )
     cond_dropout: float = field(
         default=0.1, metadata=_help("probability of dropping the label (conditional runs; CFG)")
+    )
+    inpaint_p_full: float = field(
+        default=0.1,
+        metadata=_help("inpaint: share of examples with nothing known (unconditional)"),
+    )
+    image_weight: float = field(
+        default=0.9, metadata=_help("symmflow: weight of the image half of the loss")
+    )
+    dequant_beta: float = field(
+        default=15.0, metadata=_help("symmflow: mask dequantisation noise (in 1/127.5 units)")
     )
 
 
@@ -179,10 +267,16 @@ class EvalConfig:
     n_samples: int = field(default=2000, metadata=_help("generated and reference samples"))
     metrics: list[MetricName] = field(
         default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"],
-        metadata=_help("metrics to compute (w2 exact via POT; sliced_w2 with 512 projections)"),
+        metadata=_help(
+            "vectors: w2 (exact, POT), sliced_w2, mmd, energy; images: fd, precision, recall "
+            "(classifier features), accuracy, miou (symmflow), known_error (inpaint)"
+        ),
     )
     floor_repeats: int = field(
         default=3, metadata=_help("fresh-vs-fresh repeats averaged into each floor")
+    )
+    classifier_steps: int = field(
+        default=1500, metadata=_help("images: training steps of the feature classifier")
     )
     seed: int = field(default=1234, metadata=_help("random seed of eval noise and references"))
 
@@ -246,12 +340,103 @@ def validate(config: RunConfig) -> RunConfig:
             f"data.label_column={c.data.label_column!r} applies to array files only; set "
             "data.path or drop data.label_column."
         )
-    if c.data.path is not None and c.data.conditional and c.data.label_column is None:
+    array = c.data.path is not None and not is_image_run(c)
+    if array and c.data.conditional and c.data.label_column is None:
         raise ConfigError(
             "data.conditional=true with an array file needs data.label_column (the column of "
             "integer labels)."
         )
+    _validate_images(c)
     return c
+
+
+def is_image_run(config: RunConfig) -> bool:
+    """Whether a run trains on images (an image dataset or a folder of images)."""
+    d = config.data
+    if d.path is not None:
+        return Path(d.path).is_dir()
+    return d.name in IMAGE_DATASETS
+
+
+def _validate_images(c: RunConfig) -> None:
+    d, m, obj = c.data, c.model, c.method.objective
+    image = is_image_run(c)
+    if image and m.arch == "mlp":
+        raise ConfigError(
+            f"data.name={d.name!r} holds images but model.arch='mlp'; set model.arch=unet "
+            "(or dit, or autoencoder with method.objective=autoencoder)."
+        )
+    if not image and m.arch != "mlp":
+        raise ConfigError(
+            f"model.arch={m.arch!r} is for images but the data are vectors; use model.arch=mlp "
+            "or an image dataset (data.name=digits or shapes, or data.path=FOLDER)."
+        )
+    if (obj == "autoencoder") != (m.arch == "autoencoder"):
+        raise ConfigError(
+            f"method.objective={obj!r} and model.arch={m.arch!r} do not go together; an "
+            "autoencoder is trained with method.objective=autoencoder and model.arch=autoencoder."
+        )
+    if not image:
+        bad = [name for name in c.eval.metrics if name in IMAGE_METRICS]
+        if bad or d.channels != "none" or d.autoencoder is not None or obj == "symmflow":
+            raise ConfigError(
+                "image settings on vector data: "
+                + ", ".join(
+                    [f"eval.metrics {bad}"] * bool(bad)
+                    + [f"data.channels={d.channels!r}"] * (d.channels != "none")
+                    + [f"data.autoencoder={d.autoencoder!r}"] * (d.autoencoder is not None)
+                    + ["method.objective='symmflow'"] * (obj == "symmflow")
+                )
+                + "; drop them or train on images."
+            )
+        return
+    bad = [name for name in c.eval.metrics if name not in IMAGE_METRICS]
+    if bad and obj != "autoencoder":  # an autoencoder run reports its reconstruction error
+        raise ConfigError(
+            f"eval.metrics contains {bad}, which are for vectors; image runs use "
+            f"{list(IMAGE_METRICS)}."
+        )
+    if d.name == "digits" and d.path is None and d.image_size not in (None, 8, 16):
+        raise ConfigError(f"data.image_size={d.image_size!r}: digits come in 8 or 16 pixels.")
+    if d.image_size is not None and d.image_size < 8:
+        raise ConfigError(f"data.image_size={d.image_size!r} must be >= 8.")
+    needs_masks = d.channels == "mask" or obj == "symmflow"
+    if needs_masks and (d.name != "shapes" or d.path is not None):
+        raise ConfigError(
+            f"data.channels={d.channels!r} / method.objective={obj!r} need segmentation masks, "
+            "which data.name=shapes provides; switch the dataset."
+        )
+    if obj == "symmflow" and (d.channels != "none" or d.conditional):
+        raise ConfigError(
+            "method.objective=symmflow models images and masks jointly; set data.channels=none "
+            "and data.conditional=false."
+        )
+    if d.channels != "none" and d.conditional:
+        raise ConfigError(
+            f"data.channels={d.channels!r} with data.conditional=true is not supported; "
+            "condition on labels or on channels."
+        )
+    if obj == "autoencoder" and (d.channels != "none" or d.conditional or d.autoencoder):
+        raise ConfigError(
+            "an autoencoder run learns images only; set data.channels=none, "
+            "data.conditional=false and data.autoencoder=null."
+        )
+    if d.autoencoder is not None and (d.channels != "none" or obj != "fm"):
+        raise ConfigError(
+            "data.autoencoder (latent flow matching) supports method.objective=fm with labels "
+            "or unconditional; set data.channels=none."
+        )
+    if "accuracy" in c.eval.metrics and not d.conditional:
+        raise ConfigError("eval.metrics 'accuracy' needs data.conditional=true (labels).")
+    if "miou" in c.eval.metrics and obj != "symmflow":
+        raise ConfigError("eval.metrics 'miou' is measured on method.objective=symmflow runs.")
+    if "known_error" in c.eval.metrics and d.channels != "inpaint":
+        raise ConfigError("eval.metrics 'known_error' needs data.channels=inpaint.")
+    if not 0 <= c.method.image_weight <= 1 or not 0 <= c.method.inpaint_p_full <= 1:
+        raise ConfigError(
+            f"method.image_weight={c.method.image_weight!r} and method.inpaint_p_full="
+            f"{c.method.inpaint_p_full!r} must lie in [0, 1]."
+        )
 
 
 def check_nfe(key: str, solver: str, nfe: int) -> int:

@@ -27,6 +27,7 @@ from flowforge.cli.build import (
 )
 from flowforge.cli.config import (
     RunConfig,
+    is_image_run,
     validate,
 )
 from flowforge.cli.config_io import (
@@ -34,6 +35,8 @@ from flowforge.cli.config_io import (
     load_yaml,
     to_dict,
 )
+from flowforge.cli.image_eval import evaluate_images, reconstruction_metrics
+from flowforge.cli.images import load_image_run
 from flowforge.metrics.floor import finite_sample_floor
 from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.train import distributed
@@ -135,14 +138,17 @@ def evaluate(
 
 def print_table(metrics: dict) -> None:
     """Print (rank 0) one row per solver and NFE of ``evaluate``'s metrics, then the floors."""
-    names = list(metrics["floors"])
-    head = f"{'solver':<9}{'NFE':>5}" + "".join(f"{n:>12}" for n in names)
+    floors = metrics["floors"]
+    names = list(floors)
+    for row in metrics["results"]:  # extra columns of image runs (no floor)
+        names += [k for k in row if k not in ("solver", "nfe") and k not in names]
+    head = f"{'solver':<9}{'NFE':>5}" + "".join(f"{n:>17}" for n in names)
     lines = [head, "-" * len(head)]
     for row in metrics["results"]:
-        lines.append(
-            f"{row['solver']:<9}{row['nfe']:>5}" + "".join(f"{row[n]:>12.4g}" for n in names)
-        )
-    lines.append(f"{'floor':<9}{'':>5}" + "".join(f"{metrics['floors'][n]:>12.4g}" for n in names))
+        cells = [f"{row[n]:>17.4g}" if n in row else f"{'-':>17}" for n in names]
+        lines.append(f"{row['solver']:<9}{row['nfe']:>5}" + "".join(cells))
+    cells = [f"{floors[n]:>17.4g}" if floors.get(n) is not None else f"{'-':>17}" for n in names]
+    lines.append(f"{'floor':<9}{'':>5}" + "".join(cells))
     distributed.print0("\n".join(lines))
 
 
@@ -170,6 +176,8 @@ def load_run(
         )
     config = load_yaml(run_dir / CONFIG_FILE)
     set_threads(config.threads)
+    if is_image_run(config):
+        return (config, *load_image_run(run_dir, config, which))
     info = DataSource.load(run_dir)
     model = build_model(config.model, info.dim, info.num_classes)
     load_weights(run_dir, model, which=which)
@@ -192,10 +200,21 @@ def eval_command(
     eval_dict = to_dict(config.eval) | {k: v for k, v in overrides.items() if v is not None}
     config.eval = from_dict(eval_dict, type(config.eval), "eval.")
     validate(config)
-    source = build_data(config.data)
-    source.mean, source.std = info.mean, info.std  # the normalisation the model was trained with
     step = checkpoint_step(run_dir)
-    metrics = evaluate(model, source, config, step=step)
+    if is_image_run(config):
+        if config.method.objective == "autoencoder":
+            metrics = reconstruction_metrics(model, info, step)
+            write_json(run_dir / METRICS_JSON, metrics)
+            print(f"held-out reconstruction MSE {metrics['reconstruction_mse']:.4g}")
+            return metrics
+        metrics = evaluate_images(model, info, config, run_dir, step=step)
+    else:
+        source = build_data(config.data)
+        source.mean, source.std = (
+            info.mean,
+            info.std,
+        )  # the normalisation the model was trained with
+        metrics = evaluate(model, source, config, step=step)
     try:
         write_json(run_dir / METRICS_JSON, metrics)
         plots.plot_quality_vs_nfe(

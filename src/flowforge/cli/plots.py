@@ -18,7 +18,15 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa
 
 from flowforge.utils.io import atomic_path  # noqa: E402
 
-__all__ = ["plot_samples", "plot_trajectories", "plot_quality_vs_nfe", "plot_loss", "smooth"]
+__all__ = [
+    "plot_samples",
+    "plot_trajectories",
+    "plot_quality_vs_nfe",
+    "plot_loss",
+    "plot_image_rows",
+    "colour_masks",
+    "smooth",
+]
 
 _DPI = 110
 
@@ -211,3 +219,59 @@ def _two_d(x: np.ndarray) -> np.ndarray:
     if x.shape[1] == 1:
         return np.concatenate([x, np.zeros_like(x)], axis=1)
     return x[:, :2]
+
+
+# Background, then one colour per shape class (SHAPE_CLASSES order), in [-1, 1].
+_MASK_PALETTE = np.array(
+    [[-1.0, -1.0, -1.0], [0.9, -0.6, -0.6], [-0.6, 0.7, -0.6], [-0.5, -0.3, 1.0]]
+)
+
+
+def colour_masks(masks) -> np.ndarray:
+    """(N, H, W) integer masks -> (N, 3, H, W) RGB images in [-1, 1] (class colours cycle).
+
+    Example:
+        >>> colour_masks(np.zeros((1, 2, 2), dtype=int)).shape
+        (1, 3, 2, 2)
+    """
+    masks = np.asarray(masks, dtype=np.int64)
+    rgb = _MASK_PALETTE[masks % len(_MASK_PALETTE)]  # (N, H, W, 3)
+    return rgb.transpose(0, 3, 1, 2)
+
+
+def plot_image_rows(
+    path: str | Path, rows: Sequence, names: Sequence[str], title: str = ""
+) -> Path:
+    """A grid of images: one row per entry of ``rows``, named on the left.
+
+    Args:
+        path: the PNG to write.
+        rows: sequences of (N, C, H, W) images in [-1, 1] (C = 1 grey, C = 3 RGB); rows may
+            hold different N.
+        names: one label per row ("" for none).
+        title: figure title.
+    """
+    rows = [np.asarray(r, dtype=np.float64) for r in rows]
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(
+        len(rows), cols, figsize=(0.9 * cols + 1.2, 0.9 * len(rows) + 0.5), squeeze=False
+    )
+    for i, (row, name) in enumerate(zip(rows, names, strict=True)):
+        for j in range(cols):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if j >= len(row):
+                continue
+            img = (np.clip(row[j], -1, 1) + 1) / 2  # (C, H, W) in [0, 1]
+            if img.shape[0] == 1:
+                ax.imshow(img[0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(img[:3].transpose(1, 2, 0), interpolation="nearest")
+        axes[i, 0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.subplots_adjust(wspace=0.05, hspace=0.05)
+    return _save(fig, path)

@@ -18,6 +18,7 @@ from flowforge.cli.build import (
 from flowforge.cli.config import (
     ConfigError,
     check_nfe,
+    is_image_run,
     validate,
 )
 from flowforge.cli.config_io import (
@@ -25,6 +26,7 @@ from flowforge.cli.config_io import (
     to_dict,
 )
 from flowforge.cli.eval_command import load_run
+from flowforge.cli.images import ImageData, draw
 from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.utils.io import atomic_path
 
@@ -72,6 +74,8 @@ def sample_command(
     validate(config)
     s = config.sample
     check_nfe("--nfe", s.solver, s.nfe)
+    if is_image_run(config):
+        return _sample_images(run_dir, config, info, model, label, out)
     if label is not None and not 0 <= label < max(info.num_classes, 1):
         raise ValueError(
             f"--label={label} is not a class of this run; "
@@ -114,5 +118,55 @@ def sample_command(
     print(
         f"wrote {s.n} samples ({s.solver}, NFE {used}, {seconds:.2f} s) of shape "
         f"{tuple(x.shape)} to {out}"
+    )
+    return out
+
+
+def _sample_images(
+    run_dir: Path, config, data: ImageData, model, label: int | None, out: Path
+) -> Path:
+    """``sample_command`` for image runs: an (n, C, H, W) array in [-1, 1] or a picture."""
+    s = config.sample
+    K = data.num_classes
+    if label is not None and not 0 <= label < max(K, 1):
+        raise ValueError(
+            f"--label={label} is not a class of this run; "
+            + (f"use 0..{K - 1}." if K else "the run is not class-conditional, drop --label.")
+        )
+    if config.method.objective == "autoencoder":
+        raise ValueError(
+            f"{run_dir} is an autoencoder run, which does not sample; train a latent run on it "
+            f"(data.autoencoder={str(run_dir)!r}) and sample that."
+        )
+    paired = config.data.channels != "none" or config.method.objective == "symmflow"
+    if paired and s.n > len(data.test_x):
+        raise ValueError(
+            f"--n={s.n}: this run completes or renders held-out conditions, of which there are "
+            f"{len(data.test_x)}; pass --n <= {len(data.test_x)}."
+        )
+    g = torch.Generator().manual_seed(s.seed)
+    labels = None if label is None else torch.full((s.n,), label, dtype=torch.long)
+    t0 = time.perf_counter()
+    drawn = draw(model, config, data, s, s.n, s.nfe, s.solver, g, labels=labels)
+    seconds = time.perf_counter() - t0
+    images = drawn.images
+    try:
+        if out.suffix == ".npy":
+            with atomic_path(out) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, images.numpy())
+        else:
+            per = 10
+            rows = [images[i : i + per] for i in range(0, min(len(images), 10 * per), per)]
+            plots.plot_image_rows(
+                out, rows, [""] * len(rows), title=f"{run_dir.name}: {s.solver}, NFE {drawn.nfe}"
+            )
+    except OSError as e:
+        raise PermissionError(
+            f"cannot write --out={str(out)!r} ({e.strerror or e}); choose a writable path."
+        ) from None
+    print(
+        f"wrote {s.n} images ({s.solver}, NFE {drawn.nfe}, {seconds:.2f} s) of shape "
+        f"{tuple(images.shape)} to {out}"
     )
     return out

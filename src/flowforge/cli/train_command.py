@@ -10,6 +10,7 @@ import torch
 
 from flowforge.cli import plots
 from flowforge.cli.build import (
+    DATA_INFO,
     DataSource,
     build_data,
     build_field,
@@ -21,6 +22,7 @@ from flowforge.cli.build import (
 from flowforge.cli.config import (
     ConfigError,
     RunConfig,
+    is_image_run,
     validate,
 )
 from flowforge.cli.config_io import (
@@ -35,6 +37,8 @@ from flowforge.cli.eval_command import (
     set_threads,
     write_json,
 )
+from flowforge.cli.image_eval import evaluate_images, picture_images, reconstruction_metrics
+from flowforge.cli.images import build_image_data, build_image_model, build_image_objective
 from flowforge.train import distributed
 from flowforge.train.checkpoint import CONFIG_FILE, checkpoint_step
 from flowforge.train.logging import METRICS_FILE
@@ -136,6 +140,8 @@ def train_command(
         _check_resume(config, run_dir)
     if main:
         _check_writable(run_dir)
+    if is_image_run(config):
+        return _train_images(config, run_dir, main, evaluate)
     source = build_data(config.data)
     if main:
         source.save(run_dir)
@@ -167,6 +173,55 @@ def train_command(
     net = (result.ema if result.ema is not None else result.model).eval()
     metrics = _evaluate_and_plot(net, source, config, run_dir, result.step)
     print_table(metrics)
+    print(f"evaluated in {time.perf_counter() - t0:.1f} s; run directory: {run_dir}")
+    return metrics
+
+
+def _train_images(config: RunConfig, run_dir: Path, main: bool, evaluate: bool) -> dict | None:
+    """``train_command`` for images: pixels or latents, labels, masks or inpainting."""
+    t0 = time.perf_counter()
+    data = build_image_data(config, run_dir if main else None)
+    if main:
+        write_json(run_dir / DATA_INFO, {"kind": "image", "shape": list(data.shape)})
+    seed_everything(config.train.seed)
+    model = build_image_model(config, data)
+    objective = build_image_objective(config, data)
+    resumed = checkpoint_step(run_dir) if run_dir.is_dir() else None
+    space = "latents " + "x".join(map(str, data.shape)) if data.codec is not None else "pixels"
+    distributed.print0(
+        f"{'continuing' if resumed is not None else 'training'} {config.name} in {run_dir}: "
+        f"{len(data.train_x)} images on {space}, "
+        f"{sum(p.numel() for p in model.parameters())} parameters, "
+        f"{'from step ' + str(resumed) + ' ' if resumed is not None else ''}to step "
+        f"{config.train.steps} (data ready in {time.perf_counter() - t0:.1f} s)"
+    )
+    t0 = time.perf_counter()
+    result = train(model, objective, data.train, config.train, run_dir, run_config=to_dict(config))
+    distributed.print0(f"trained to step {result.step} in {time.perf_counter() - t0:.1f} s")
+    if not (main and evaluate):
+        return None
+    t0 = time.perf_counter()
+    net = (result.ema if result.ema is not None else result.model).eval()
+    metrics = {}
+    if config.method.objective != "autoencoder":
+        metrics = evaluate_images(net, data, config, run_dir, step=result.step)
+        write_json(run_dir / METRICS_JSON, metrics)
+        plots.plot_quality_vs_nfe(
+            run_dir / "quality_vs_nfe.png",
+            metrics["results"],
+            metrics["floors"],
+            config.eval.metrics,
+            title=f"{config.name}, step {result.step}",
+        )
+        print_table(metrics)
+    else:
+        metrics = reconstruction_metrics(net, data, result.step)
+        write_json(run_dir / METRICS_JSON, metrics)
+        print(f"held-out reconstruction MSE {metrics['reconstruction_mse']:.4g}")
+    picture_images(net, data, config, run_dir)
+    steps, losses = _read_losses(run_dir / METRICS_FILE)
+    if steps:
+        plots.plot_loss(run_dir / "loss.png", steps, losses, title=f"{config.name}: training loss")
     print(f"evaluated in {time.perf_counter() - t0:.1f} s; run directory: {run_dir}")
     return metrics
 

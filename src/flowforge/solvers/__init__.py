@@ -38,6 +38,7 @@ from flowforge.solvers.ode import (
     sample_rk4,
 )
 from flowforge.solvers.sde import DiffusionCoefficient, SDEMethod, sample_sde
+from flowforge.solvers.symmflow import symmflow_classify, symmflow_generate, symmflow_segment
 
 __all__ = [
     "ButcherTableau",
@@ -61,8 +62,8 @@ __all__ = [
     "hutchinson_divergence",
     "integrate_dopri5",
     "integrate_rk",
-    "prepare_state",
     "log_likelihood",
+    "prepare_state",
     "sample_dopri5",
     "sample_edm_heun",
     "sample_euler",
@@ -74,5 +75,8 @@ __all__ = [
     "sample_with_log_prob",
     "shifted_grid",
     "standard_normal_log_prob",
+    "symmflow_classify",
+    "symmflow_generate",
+    "symmflow_segment",
     "uniform_grid",
 ]

@@ -1,0 +1,156 @@
+"""Image runs through the command line: every image preset trains, evaluates, samples and draws.
+
+Each run is tiny (a UNet of width 8, a few steps, a 5-step feature classifier), so these tests
+check the plumbing and the exact properties (pasted pixels, shapes, files, errors); learning to a
+quality bar is checked by the presets' full runs (benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from flowforge.cli.main import main
+
+TINY = [
+    "--threads=1",
+    "--model.base_channels=8",
+    "--train.steps=3",
+    "--train.batch_size=16",
+    "--train.warmup_steps=0",
+    "--train.ema_decay=0",
+    "--train.progress=false",
+    "--train.ckpt_every=3",
+    "--sample.n=20",
+    "--eval.nfes=2",
+    "--eval.n_samples=40",
+    "--eval.classifier_steps=5",
+]
+SHAPES = ["--data.n_train=64", "--eval.solvers=euler"]
+
+
+def _train(tmp_path: Path, preset: str, *extra: str) -> Path:
+    run = tmp_path / preset
+    assert main(["train", preset, f"--out-dir={run}", *TINY, *extra]) == 0
+    return run
+
+
+def _metrics(run: Path) -> dict:
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_digits_class_conditional_run(tmp_path, capsys):
+    run = _train(tmp_path, "digits", "--eval.solvers=heun")
+    m = _metrics(run)
+    for name in ("fd", "precision", "recall", "accuracy"):
+        assert name in m["floors"] and name in m["results"][0]
+    assert 0.0 <= m["results"][0]["accuracy"] <= 1.0 and m["classifier_accuracy"] > 0.1
+    for name in ("samples.png", "quality_vs_nfe.png", "classifier.safetensors", "loss.png"):
+        assert (run / name).is_file(), name
+    out = tmp_path / "sevens.npy"
+    assert main(["sample", str(run), "--label", "7", "--n", "6", "--out", str(out)]) == 0
+    x = np.load(out)
+    assert x.shape == (6, 1, 8, 8) and x.min() >= -1 and x.max() <= 1
+    assert main(["sample", str(run), "--label", "10", "--out", str(out)]) == 2
+    assert "--label=10 is not a class of this run; use 0..9" in capsys.readouterr().err
+    # `eval` reuses the cached classifier and reproduces the training-time evaluation exactly.
+    assert main(["eval", str(run)]) == 0
+    assert _metrics(run)["results"] == m["results"]
+
+
+def test_inpainting_keeps_known_pixels_exactly(tmp_path):
+    run = _train(tmp_path, "shapes_inpaint", *SHAPES)
+    for row in _metrics(run)["results"]:
+        assert row["known_error"] == 0.0  # pasted back: exact, whatever the model
+        assert row["known_mse"] > 0.0  # the raw sample is the network's own (barely trained)
+        assert np.isfinite(row["fd_unconditional"])
+    assert (run / "inpainting.png").is_file()
+
+
+def test_symmflow_run_segments_and_renders(tmp_path):
+    run = _train(tmp_path, "shapes_symmflow", *SHAPES, "--eval.nfes=1", "--sample.nfe=1")
+    row = _metrics(run)["results"][0]
+    assert 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["miou_generated"] <= 1.0
+    assert (run / "mask_pairs.png").is_file()
+
+
+def test_mask_to_image_run(tmp_path):
+    run = _train(tmp_path, "shapes_mask2image", *SHAPES)
+    assert "fd" in _metrics(run)["results"][0] and (run / "mask_pairs.png").is_file()
+
+
+def test_latent_run_uses_its_saved_codec(tmp_path):
+    ae = _train(tmp_path, "digits_ae")
+    assert _metrics(ae)["reconstruction_mse"] > 0 and (ae / "reconstructions.png").is_file()
+    run = _train(tmp_path, "digits_latent", f"--data.autoencoder={ae}", "--eval.solvers=heun")
+    assert (run / "codec.safetensors").is_file()
+    first = _metrics(run)["results"]
+    (ae / "model.safetensors").unlink()  # the latent run no longer needs the autoencoder run
+    (ae / "ema.safetensors").unlink(missing_ok=True)
+    assert main(["eval", str(run)]) == 0
+    assert _metrics(run)["results"] == first
+    out = tmp_path / "latent.npy"
+    assert main(["sample", str(run), "--n", "4", "--out", str(out)]) == 0
+    assert np.load(out).shape == (4, 1, 16, 16)
+
+
+def test_folder_of_class_subfolders_trains(tmp_path):
+    g = np.random.default_rng(0)
+    for k in range(2):
+        (tmp_path / "imgs" / f"class{k}").mkdir(parents=True)
+        for i in range(40):
+            pixels = (g.random((8, 8)) * 100 + 150 * k).astype(np.uint8)
+            Image.fromarray(pixels, "L").save(tmp_path / "imgs" / f"class{k}" / f"{i}.png")
+    run = _train(
+        tmp_path,
+        "digits",
+        f"--data.path={tmp_path / 'imgs'}",
+        "--eval.solvers=heun",
+        "--train.batch_size=8",
+    )
+    m = _metrics(run)
+    assert m["n_samples"] == 8  # 10% of 80 images held out, at most eval.n_samples
+    assert len(json.loads((run / "data.json").read_text())["shape"]) == 3
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["--model.arch=mlp"], "holds images but model.arch='mlp'"),
+        (["--method.objective=symmflow"], "need segmentation masks"),
+        (["--eval.metrics=fd,miou"], "'miou' is measured on method.objective=symmflow"),
+        (["--eval.metrics=w2"], "which are for vectors"),
+        (["--data.image_size=12"], "digits come in 8 or 16 pixels"),
+        (["--data.autoencoder=/nonexistent"], "is not a trained run directory"),
+    ],
+)
+def test_image_config_errors(tmp_path, capsys, overrides, message):
+    assert main(["train", "digits", f"--out-dir={tmp_path / 'r'}", *TINY, *overrides]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_folder_of_mixed_sizes_is_refused(tmp_path, capsys):
+    (tmp_path / "imgs").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "imgs" / "a.png")
+    Image.new("L", (9, 9)).save(tmp_path / "imgs" / "b.png")
+    assert (
+        main(
+            [
+                "train",
+                "digits",
+                f"--out-dir={tmp_path / 'r'}",
+                f"--data.path={tmp_path / 'imgs'}",
+                "--data.image_size=null",
+                "--data.conditional=false",
+                "--eval.metrics=fd",
+                *TINY,
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "a.png" in err and "b.png" in err, err
