@@ -16,7 +16,8 @@ run refits its codec every call). After each segment the EMA network is evaluate
 distance in the features of ONE feature classifier (trained once, copied into both run
 directories) between all held-out digits and as many samples (Heun, NFE 16, labels drawn with
 the training frequencies, fixed seed). The floor is the same distance between training and
-held-out digits.
+held-out digits; the floor through the AE replaces the training digits by their reconstructions
+(encoded to a posterior sample, decoded): the best FD the latent model can reach with that AE.
 
 Deviations from the presets, the same for both models: constant learning rate after the
 warm-up (the cosine schedule is stretched to ``train.steps``, so segments would not add up to
@@ -62,6 +63,7 @@ from flowforge.cli.image_eval import (  # noqa: E402
 )
 from flowforge.cli.images import CODEC_FILE, build_image_data, load_image_run  # noqa: E402
 from flowforge.cli.train_command import train_command  # noqa: E402
+from flowforge.metrics.frechet import frechet_distance  # noqa: E402
 
 NAME = "latent_vs_pixel"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -121,6 +123,19 @@ def fd_of(config: RunConfig, run_dir: Path, step: int) -> tuple[float, float]:
     return float(m["results"][0]["fd"]), float(m["floors"]["fd"])
 
 
+@torch.no_grad()
+def ae_floor(classifier, run_dir: Path, config: RunConfig) -> float:
+    """FD between held-out digits and AE reconstructions of as many training digits, picked
+    as ``evaluate_images`` picks the training digits of its floor."""
+    data, _ = load_image_run(run_dir, config, "ema")
+    n = len(data.test_x)
+    idx = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(
+        config.eval.seed))[:n]  # fmt: skip
+    z = data.codec.encode(data.train_x[idx], generator=torch.Generator().manual_seed(0))
+    real = classifier.features(data.test_x.float())
+    return frechet_distance(real, classifier.features(data.decode(z).float()))
+
+
 def first_time_at(rows: list[dict], target: float, offset: float = 0.0) -> float | None:
     """Cumulative seconds (plus ``offset``) at the first segment whose FD <= target."""
     for r in rows:
@@ -134,6 +149,7 @@ def plot(
     ae_seconds: float,
     target: float,
     floor: float,
+    floor_ae: float,
     nfe: int,
     path: Path,
 ) -> None:
@@ -156,6 +172,7 @@ def plot(
     for ax in axes:
         ax.axhline(target, color="grey", ls=":", lw=1, label=f"common FD {target:.2f}")
         ax.axhline(floor, color="black", ls="--", lw=1, label=f"floor {floor:.2f}")
+        ax.axhline(floor_ae, color="C1", ls=":", lw=1, label=f"floor through AE {floor_ae:.2f}")
         ax.set_yscale("log")
         ax.set_ylabel(f"FD (classifier features), Heun NFE {nfe}")
         ax.grid(alpha=0.3, which="both")
@@ -243,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     # 2. One feature classifier for both FDs (same 16x16 training digits for both runs).
     pixel_data = build_image_data(cfg["pixel"])
     t0 = time.perf_counter()
-    feature_classifier(out, pixel_data, args.classifier_steps, cfg["pixel"].eval.seed)
+    classifier = feature_classifier(out, pixel_data, args.classifier_steps, cfg["pixel"].eval.seed)
     print(f"[classifier] trained in {time.perf_counter() - t0:.1f} s", flush=True)
     for name in MODELS:
         dirs[name].mkdir()
@@ -272,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in MODELS:
         data, net = load_image_run(dirs[name], cfg[name], "ema")
         params[name] = (sum(p.numel() for p in net.parameters()), "x".join(map(str, data.shape)))
+    floor_ae = ae_floor(classifier, dirs["latent"], cfg["latent"])
     target = max(rows["pixel"][-1]["fd"], rows["latent"][-1]["fd"])
     reach = {
         "pixel": first_time_at(rows["pixel"], target),
@@ -299,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{ae_seconds:.0f} s (held-out reconstruction MSE {ae_mse:.4f}). FD: classifier "
         f"features (one classifier for both), all {len(pixel_data.test_x)} held-out digits vs "
         f"as many samples, Heun NFE {args.nfe}, fixed seed; floor (train vs held-out) "
-        f"{floor:.3f}.",
+        f"{floor:.3f}; floor through the AE (reconstructed train vs held-out) {floor_ae:.3f}.",
         "",
         "| model | step | train s (cumulative) | train s incl. AE | FD |",
         "|---|---|---|---|---|",
@@ -335,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(md) + "\n"
     print("\n" + text)
     (results / f"{NAME}.md").write_text(text)
-    plot(rows, ae_seconds, target, floor, args.nfe, results / f"{NAME}.png")
+    plot(rows, ae_seconds, target, floor, floor_ae, args.nfe, results / f"{NAME}.png")
     print(f"wrote {results / (NAME + '.md')} and {results / (NAME + '.png')}")
     return 0
 
