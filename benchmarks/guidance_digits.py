@@ -21,15 +21,15 @@ on ``--seeds`` noise/label seeds; a seed gives CFG and RAAG the same noise and l
 FD difference RAAG - CFG is paired. Per cell (solver, NFE, w) the verdict is "worse" when the
 mean paired difference exceeds t_{0.95, n-1} times its standard error (and 0.1 % of CFG's FD),
 "better" when it is below minus that, else "tie"; RAAG is "no worse" in a cell unless it is
-"worse". A short table
-gives RAAG's median weight w_t per network evaluation at the largest w.
+"worse". Also listed: the lowest FD per (solver, NFE) over every setting, and RAAG's median
+weight w_t per network evaluation at the largest w.
 
 If ``--run`` holds a run still being trained, this waits (polling every 30 s, at most
-``--wait`` seconds) for its ``metrics.json``; if ``--run`` does not exist, a run is trained
-with the digits preset into ``--out-dir`` first.
+``--wait`` seconds; 0 uses its latest checkpoint at once) for its ``metrics.json``; if
+``--run`` does not exist, a run is trained with the digits preset into ``--out-dir`` first.
 
 Run:
-    python benchmarks/guidance_digits.py                 # about 10 minutes on 2 shared cores
+    python benchmarks/guidance_digits.py                 # about 6 minutes on 2 shared cores
     python benchmarks/guidance_digits.py --quick         # smoke run, under 2 minutes
 """
 
@@ -50,6 +50,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from flowforge.cli.build import build_field, generate  # noqa: E402
@@ -83,7 +84,7 @@ def strings(text: str) -> list[str]:
 def wait_for(run: Path, wait: float, poll: float) -> None:
     """Block until ``run/metrics.json`` exists (the run's training and evaluation are done)."""
     start = time.monotonic()
-    while not (run / METRICS_JSON).is_file():
+    while wait > 0 and not (run / METRICS_JSON).is_file():
         waited = time.monotonic() - start
         if waited > wait:
             raise TimeoutError(
@@ -188,6 +189,7 @@ def plot(table: dict, floors: dict, args: argparse.Namespace, title: str, path: 
         ax.axhline(floors["fd"], color="black", ls="--", lw=1, label="FD floor")
         ax.axvline(floors["accuracy"], color="grey", ls=":", lw=1, label="classifier acc.")
         ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(4))
         ax.set_xlabel("class accuracy of samples")
         ax.set_ylabel("FD (classifier features)")
         ax.set_title(f"{solver}, NFE {nfe}")
@@ -227,7 +229,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--n-samples", type=int, default=100_000, help="samples (capped at the held-out set)"
     )
-    p.add_argument("--wait", type=float, default=1200, help="max seconds to wait for --run")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=1200,
+        help="max seconds to wait for --run's metrics.json (1200; 0: use its checkpoint as is)",
+    )
     p.add_argument("--poll", type=float, default=30, help="seconds between checks (30)")
     p.add_argument(
         "--train-steps", type=int, default=3000, help="steps if a run is trained (3000, preset)"
@@ -362,6 +369,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{counts['better']} better, {counts['tie']} tie, {counts['worse']} worse; the w = 1 "
         "cells are the same samples.",
         "",
+        "Lowest mean FD per solver and NFE over every (method, w):",
+        "",
+    ]
+    for solver in args.solvers:
+        for nfe in args.nfes:
+            best = min(
+                ((m_, w) for m_ in METHODS for w in args.weights),
+                key=lambda k: statistics.fmean(table[k[0], k[1], solver, nfe]["fd"]),
+            )
+            fd = statistics.fmean(table[best[0], best[1], solver, nfe]["fd"])
+            shown = "no guidance (w = 1)" if best[1] == 1 else f"{best[0]} w = {best[1]:g}"
+            md.append(f"- {solver} NFE {nfe}: {shown}, FD {fd:.2f}")
+    md += [
+        "",
         "## All metrics (means over seeds)",
         "",
         "| solver | NFE | method | w | FD | precision | recall | accuracy |",
@@ -381,11 +402,12 @@ def main(argv: list[str] | None = None) -> int:
         "Median over the batch of w_t at each evaluation, noise end first (seed "
         f"{args.seed}); constant CFG would use {w_top:g} throughout.",
         "",
-        "| solver | NFE | median w_t per evaluation |",
-        "|---|---|---|",
+        "| solver | NFE | median w_t per evaluation | mean |",
+        "|---|---|---|---|",
     ]
     for (solver, nfe), ws in weights_used.items():
-        md.append(f"| {solver} | {nfe} | {', '.join(f'{v:.2f}' for v in ws)} |")
+        shown = ", ".join(f"{v:.2f}" for v in ws)
+        md.append(f"| {solver} | {nfe} | {shown} | {statistics.fmean(ws):.2f} |")
     text = "\n".join(md) + "\n"
     print("\n" + text)
     (results / f"{NAME}.md").write_text(text)
