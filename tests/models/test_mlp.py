@@ -102,3 +102,14 @@ def test_bad_inputs_raise_clear_errors():
         MLPField(MLPConfig(depth=0))
     with pytest.raises(ValueError, match="'tanh'"):
         MLPField(MLPConfig(activation="tanh"))
+
+
+@pytest.mark.parametrize("time_embed_dim", [0, 16])
+def test_two_time_inputs_each_change_the_output_and_shapes_are_checked(time_embed_dim):
+    net = MLPField(MLPConfig(dim=2, hidden=16, time_embed_dim=time_embed_dim, n_times=2))
+    x, s, t = torch.randn(4, 2), torch.rand(4), torch.rand(4)
+    out = net(x, torch.stack([s, t], -1))
+    assert (out - net(x, torch.stack([s, t + 0.3], -1))).abs().max() > 1e-4
+    assert (out - net(x, torch.stack([s + 0.3, t], -1))).abs().max() > 1e-4
+    with pytest.raises(ValueError, match=r"n_times=2.*\(4, 2\)"):
+        net(x, t)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from flowforge.losses.fm import FlowMatchingLoss
+from flowforge.models.dit import DiTConfig, DiTField
 from flowforge.models.layers import ImageCond
 from flowforge.models.unet import UNetConfig, UNetField
 
@@ -154,3 +155,19 @@ def test_flow_matching_learns_bars():
         value.backward()
         opt.step()
     assert evaluate() < 0.7
+
+
+@pytest.mark.parametrize("arch", ["unet", "dit"])
+def test_image_models_take_two_times_per_example(arch):
+    if arch == "unet":
+        net = UNetField(UNetConfig(base_channels=8, n_times=2))
+    else:
+        net = DiTField(DiTConfig(input_size=8, hidden=32, depth=1, n_times=2))
+    for p in net.parameters():  # undo zero-initialised outputs so the times show
+        torch.nn.init.normal_(p, std=0.1)
+    x, s, t = torch.randn(2, 1, 8, 8), torch.rand(2), torch.rand(2)
+    out = net(x, torch.stack([s, t], -1))
+    assert (out - net(x, torch.stack([s, t + 0.3], -1))).abs().max() > 1e-4
+    assert (out - net(x, torch.stack([s + 0.3, t], -1))).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="n_times=2"):
+        net(x, t)

@@ -106,6 +106,8 @@ class DiTConfig:
         num_classes: K labels for class conditioning; 0 builds a model without labels.
         learn_sigma: also output C extra channels (DiT's learned variance); the output then
             has 2C channels, the first C being the field.
+        n_times: times per example; t is (B,) for 1, else (B, n_times) (a flow map's (s, t)),
+            each time with its own sinusoidal features, concatenated before the time MLP.
 
     Example:
         >>> cfg = DiTConfig(input_size=8, hidden=32, depth=1, num_classes=10)
@@ -123,6 +125,7 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     num_classes: int = 0
     learn_sigma: bool = False
+    n_times: int = 1
 
 
 class DiTField(nn.Module):
@@ -145,7 +148,15 @@ class DiTField(nn.Module):
     def __init__(self, config: DiTConfig) -> None:
         super().__init__()
         c = config
-        for name in ("in_channels", "input_size", "patch_size", "hidden", "depth", "heads"):
+        for name in (
+            "in_channels",
+            "input_size",
+            "patch_size",
+            "hidden",
+            "depth",
+            "heads",
+            "n_times",
+        ):
             if getattr(c, name) < 1:
                 raise ValueError(f"DiTConfig.{name}={getattr(c, name)!r} must be >= 1.")
         for name in ("cond_channels", "num_classes"):
@@ -173,7 +184,7 @@ class DiTField(nn.Module):
         pos = sincos_pos_embed_2d(D, c.input_size // p)[None]  # (1, L, D), fixed
         self.register_buffer("pos_embed", pos.to(torch.get_default_dtype()), persistent=False)
         self.time_embed = nn.Sequential(
-            SinusoidalEmbedding(256), nn.Linear(256, D), nn.SiLU(), nn.Linear(D, D)
+            SinusoidalEmbedding(256), nn.Linear(c.n_times * 256, D), nn.SiLU(), nn.Linear(D, D)
         )
         self.class_embed = nn.Embedding(c.num_classes + 1, D) if c.num_classes > 0 else None
         self.blocks = nn.ModuleList([_Block(D, c.heads, c.mlp_ratio) for _ in range(c.depth)])
@@ -212,7 +223,7 @@ class DiTField(nn.Module):
         Returns: (B, C, H, W) velocity ((B, 2C, H, W) with ``learn_sigma``).
         """
         c = self.config
-        check_image(x, t, c.in_channels, "DiTConfig")
+        check_image(x, t, c.in_channels, "DiTConfig", c.n_times)
         if tuple(x.shape[2:]) != (c.input_size, c.input_size):
             raise ValueError(
                 f"x has spatial size {tuple(x.shape[2:])} but the model was built with "

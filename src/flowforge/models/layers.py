@@ -17,6 +17,7 @@ __all__ = [
     "Activation",
     "ImageCond",
     "SinusoidalEmbedding",
+    "check_times",
     "check_image",
     "make_activation",
     "parse_image_cond",
@@ -64,8 +65,12 @@ class SinusoidalEmbedding(nn.Module):
     (frequencies are recomputed in float32 or wider on each call, so ``model.half()`` cannot
     round them), and adds nothing to a ``state_dict``.
 
+    Several times per example (a flow map's start and end, MeanFlow's (r, t)) pass as a
+    ``(B, n_times)`` matrix; each column gets its own ``dim`` features, concatenated in column
+    order to ``(B, n_times * dim)``.
+
     Args:
-        dim: number of output features (>= 1).
+        dim: number of output features per time (>= 1).
         max_period: the slowest period, in units of scaled time.
         scale: the factor applied to t before the sinusoids.
 
@@ -77,6 +82,8 @@ class SinusoidalEmbedding(nn.Module):
         >>> emb = SinusoidalEmbedding(4)
         >>> emb(torch.zeros(3)).tolist()[0]  # cos(0) = 1, sin(0) = 0
         [1.0, 1.0, 0.0, 0.0]
+        >>> emb(torch.zeros(3, 2)).shape  # two times per example
+        torch.Size([3, 8])
     """
 
     def __init__(self, dim: int, max_period: float = 10000.0, scale: float = 1000.0) -> None:
@@ -90,7 +97,9 @@ class SinusoidalEmbedding(nn.Module):
         self.dim, self.max_period, self.scale = dim, max_period, scale
 
     def forward(self, t: Tensor) -> Tensor:
-        """Args: t: (B,) times in [0, 1]. Returns: (B, dim) features in t's float dtype."""
+        """Args: t: (B,) or (B, n) times. Returns: (B, dim) or (B, n * dim), t's float dtype."""
+        if t.dim() == 2:
+            return torch.cat([self(t[:, k]) for k in range(t.shape[1])], dim=-1)
         dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
         wide = wider_float(dtype)
         half = self.dim // 2
@@ -213,8 +222,10 @@ def parse_image_cond(
     return labels, channels
 
 
-def check_image(x: Tensor, t: Tensor, in_channels: int, config_name: str) -> None:
-    """Raise ``ValueError`` unless x is (B, in_channels, H, W) and t is (B,).
+def check_image(
+    x: Tensor, t: Tensor, in_channels: int, config_name: str, n_times: int = 1
+) -> None:
+    """Raise ``ValueError`` unless x is (B, in_channels, H, W) and t holds n_times per example.
 
     Example:
         >>> check_image(torch.zeros(2, 1, 8, 8), torch.zeros(2), 1, "UNetConfig")
@@ -230,9 +241,20 @@ def check_image(x: Tensor, t: Tensor, in_channels: int, config_name: str) -> Non
             f"{config_name}.in_channels={in_channels}; pass {in_channels} channels or rebuild "
             f"the model with in_channels={x.shape[1]}."
         )
-    B = x.shape[0]
-    if t.dim() != 1 or t.shape[0] != B:
+    check_times(t, x.shape[0], n_times, config_name)
+
+
+def check_times(t: Tensor, batch: int, n_times: int, config_name: str) -> None:
+    """Raise ``ValueError`` unless t is (batch,) for n_times = 1, else (batch, n_times).
+
+    Example:
+        >>> check_times(torch.zeros(4, 2), 4, 2, "MLPConfig")
+    """
+    want = (batch,) if n_times == 1 else (batch, n_times)
+    if tuple(t.shape) != want:
+        how = f"e.g. t.expand({batch})" if n_times == 1 else "e.g. torch.stack([s, t], dim=-1)"
         raise ValueError(
-            f"t has shape {tuple(t.shape)} but x has batch size {B}; pass one time per "
-            f"example, t of shape ({B},) (e.g. t.expand({B}))."
+            f"t has shape {tuple(t.shape)} but x has batch size {batch} and the model takes "
+            f"{config_name}.n_times={n_times} time(s) per example; pass t of shape {want} "
+            f"({how})."
         )

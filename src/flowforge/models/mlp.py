@@ -20,7 +20,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from flowforge.models.layers import ACTIVATIONS, Activation, SinusoidalEmbedding, make_activation
+from flowforge.models.layers import (
+    ACTIVATIONS,
+    Activation,
+    SinusoidalEmbedding,
+    check_times,
+    make_activation,
+)
 from flowforge.utils.checks import check_choice
 
 __all__ = ["MLPConfig", "MLPField"]
@@ -38,6 +44,8 @@ class MLPConfig:
         num_classes: K labels for class conditioning; 0 builds an unconditional field.
         class_embed_dim: width of the learned class embedding (used only when num_classes > 0).
         activation: ``"silu"``, ``"relu"``, ``"gelu"`` or ``"selu"`` (torchcfm's choice).
+        n_times: times per example; t is (B,) for 1, else (B, n_times) (a flow map's (s, t),
+            MeanFlow's (r, t)), each time with its own features.
 
     Example:
         >>> cfg = MLPConfig(dim=2, hidden=64, time_embed_dim=0, activation="selu")  # torchcfm MLP
@@ -52,6 +60,7 @@ class MLPConfig:
     num_classes: int = 0
     class_embed_dim: int = 32
     activation: Activation = "silu"
+    n_times: int = 1
 
 
 class MLPField(nn.Module):
@@ -80,7 +89,7 @@ class MLPField(nn.Module):
     def __init__(self, config: MLPConfig) -> None:
         super().__init__()
         c = config
-        for name in ("dim", "hidden", "depth"):
+        for name in ("dim", "hidden", "depth", "n_times"):
             if getattr(c, name) < 1:
                 raise ValueError(f"MLPConfig.{name}={getattr(c, name)!r} must be >= 1.")
         for name in ("time_embed_dim", "num_classes", "class_embed_dim"):
@@ -99,7 +108,11 @@ class MLPField(nn.Module):
         self.class_embed = (
             nn.Embedding(c.num_classes + 1, c.class_embed_dim) if c.num_classes > 0 else None
         )
-        n_in = c.dim + (c.time_embed_dim or 1) + (c.class_embed_dim if c.num_classes > 0 else 0)
+        n_in = (
+            c.dim
+            + c.n_times * (c.time_embed_dim or 1)
+            + (c.class_embed_dim if c.num_classes > 0 else 0)
+        )
         layers: list[nn.Module] = [nn.Linear(n_in, c.hidden), make_activation(c.activation)]
         for _ in range(c.depth - 1):
             layers += [nn.Linear(c.hidden, c.hidden), make_activation(c.activation)]
@@ -112,7 +125,8 @@ class MLPField(nn.Module):
         return self.config.num_classes
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
-        """Args: x: (B, ...) with D features; t: (B,); cond: (B,) labels in [0, K] or None.
+        """Args: x: (B, ...) with D features; t: (B,) or (B, n_times); cond: (B,) labels in
+        [0, K] or None.
 
         Returns: (B, ...) velocity, the shape of x.
         """
@@ -129,14 +143,11 @@ class MLPField(nn.Module):
                 f"built with MLPConfig.dim={c.dim}; pass {c.dim} features per example or "
                 f"rebuild the model with dim={D}."
             )
-        if t.dim() != 1 or t.shape[0] != B:
-            raise ValueError(
-                f"t has shape {tuple(t.shape)} but x has batch size {B}; pass one time per "
-                f"example, t of shape ({B},) (e.g. t.expand({B}))."
-            )
+        check_times(t, B, c.n_times, "MLPConfig")
         h = [x.reshape(B, c.dim)]  # (B, D)
         t = t.to(x.dtype)
-        h.append(t[:, None] if self.time_embed is None else self.time_embed(t))  # (B, E_t)
+        t_in = t.reshape(B, -1) if self.time_embed is None else self.time_embed(t)
+        h.append(t_in)  # (B, n_times * E_t)
         if self.class_embed is not None:
             h.append(self.class_embed(self._labels(cond, B, x.device)).to(x.dtype))  # (B, E_c)
         elif cond is not None:

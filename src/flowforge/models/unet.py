@@ -92,6 +92,8 @@ class UNetConfig:
         num_classes: K labels for class conditioning; 0 builds a model without labels.
         dropout: dropout probability inside the ResBlocks.
         time_embed_dim: E, width of the time (and class) embedding.
+        n_times: times per example; t is (B,) for 1, else (B, n_times) (a flow map's (s, t)),
+            each time with its own sinusoidal features, concatenated before the time MLP.
 
     Example:
         >>> cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_classes=10)
@@ -110,6 +112,7 @@ class UNetConfig:
     num_classes: int = 0
     dropout: float = 0.0
     time_embed_dim: int = 128
+    n_times: int = 1
 
 
 class UNetField(nn.Module):
@@ -139,7 +142,13 @@ class UNetField(nn.Module):
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         c = config
-        for name in ("in_channels", "base_channels", "num_res_blocks", "time_embed_dim"):
+        for name in (
+            "in_channels",
+            "base_channels",
+            "num_res_blocks",
+            "time_embed_dim",
+            "n_times",
+        ):
             if getattr(c, name) < 1:
                 raise ValueError(f"UNetConfig.{name}={getattr(c, name)!r} must be >= 1.")
         for name in ("cond_channels", "num_classes"):
@@ -168,7 +177,7 @@ class UNetField(nn.Module):
         self.config = c
         E = c.time_embed_dim
         self.time_embed = nn.Sequential(
-            SinusoidalEmbedding(E), nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E)
+            SinusoidalEmbedding(E), nn.Linear(c.n_times * E, E), nn.SiLU(), nn.Linear(E, E)
         )
         self.class_embed = nn.Embedding(c.num_classes + 1, E) if c.num_classes > 0 else None
         widths = [c.base_channels * m for m in c.channel_mults]
@@ -204,13 +213,13 @@ class UNetField(nn.Module):
         return self.config.num_classes
 
     def forward(self, x: Tensor, t: Tensor, cond: Tensor | ImageCond | None = None) -> Tensor:
-        """Args: x: (B, C, H, W); t: (B,); cond: labels (B,), channels (B, C_c, H, W),
-        ``ImageCond`` or None (see the module docstring).
+        """Args: x: (B, C, H, W); t: (B,) or (B, n_times); cond: labels (B,), channels
+        (B, C_c, H, W), ``ImageCond`` or None (see the module docstring).
 
         Returns: (B, out_channels, H, W) velocity.
         """
         c = self.config
-        check_image(x, t, c.in_channels, "UNetConfig")
+        check_image(x, t, c.in_channels, "UNetConfig", c.n_times)
         f = 2 ** (len(c.channel_mults) - 1)
         if x.shape[2] % f or x.shape[3] % f:
             raise ValueError(
