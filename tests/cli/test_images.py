@@ -60,6 +60,7 @@ def test_digits_class_conditional_run(tmp_path, capsys):
     # `eval` reuses the cached classifier and reproduces the training-time evaluation exactly.
     assert main(["eval", str(run)]) == 0
     assert _metrics(run)["results"] == m["results"]
+    assert (m["guidance"], m["guidance_method"], m["raag_alpha"]) == (1.0, "cfg", None)
 
 
 def test_inpainting_keeps_known_pixels_exactly(tmp_path):
@@ -96,6 +97,13 @@ def test_latent_run_uses_its_saved_codec(tmp_path):
     out = tmp_path / "latent.npy"
     assert main(["sample", str(run), "--n", "4", "--out", str(out)]) == 0
     assert np.load(out).shape == (4, 1, 16, 16)
+    # Resuming trains on the saved codec (same bytes), with the autoencoder's weights gone.
+    codec = (run / "codec.safetensors").read_bytes()
+    extra = [f"--data.autoencoder={ae}", "--eval.solvers=heun", "--train.steps=5"]
+    with pytest.warns(UserWarning, match="train.steps changed from 3 to 5"):
+        assert main(["train", "digits_latent", f"--out-dir={run}", *TINY, *extra]) == 0
+    assert (run / "codec.safetensors").read_bytes() == codec
+    assert _metrics(run)["step"] == 5
 
 
 def test_folder_of_class_subfolders_trains(tmp_path):

@@ -97,7 +97,8 @@ def evaluate_images(
     """Image quality at several NFEs per solver, beside the floors (held-out vs training).
 
     Returns:
-        ``{"step", "n_samples", "guidance", "classifier_accuracy", "floors", "results"}``
+        ``{"step", "n_samples", "guidance", "guidance_method", "raag_alpha",
+        "classifier_accuracy", "floors", "results"}``
         like the vector runs' ``evaluate``; rows add ``fd_unconditional`` (inpainting) and
         ``known_mse`` (mean squared error of the raw samples on the known pixels).
     """
@@ -151,6 +152,10 @@ def evaluate_images(
         "step": step,
         "n_samples": n,
         "guidance": config.sample.guidance if data.num_classes else None,
+        "guidance_method": config.sample.guidance_method if data.num_classes else None,
+        "raag_alpha": config.sample.raag_alpha
+        if data.num_classes and config.sample.guidance_method == "raag"
+        else None,
         "classifier_accuracy": clf_acc,
         "floors": floors,
         "results": results,

@@ -160,6 +160,13 @@ def load_codec(run_dir: Path) -> LatentCodec:
 
 
 def _fit_codec(autoencoder_run: str, train_x: Tensor, run_dir: Path | None) -> LatentCodec:
+    """The run's codec: the one saved in ``run_dir`` (a resumed run), else fitted and saved.
+
+    Fitting draws posterior samples from a generator seeded 0, so every rank of a DDP job and
+    every restart gets the same latent statistics.
+    """
+    if run_dir is not None and Path(run_dir, CODEC_FILE).is_file():
+        return load_codec(run_dir)
     ae_dir = Path(autoencoder_run)
     if not (ae_dir / CONFIG_FILE).is_file():
         raise FileNotFoundError(
@@ -174,7 +181,7 @@ def _fit_codec(autoencoder_run: str, train_x: Tensor, run_dir: Path | None) -> L
         )
     ae = _build_autoencoder(ae_config.model, tuple(train_x.shape[1:]))
     load_weights(ae_dir, ae, which="ema")
-    codec = LatentCodec.fit(ae, train_x)
+    codec = LatentCodec.fit(ae, train_x, generator=torch.Generator().manual_seed(0))
     if run_dir is not None:
         with atomic_path(Path(run_dir, CODEC_FILE)) as tmp:
             save_file({k: v.contiguous() for k, v in codec.state_dict().items()}, str(tmp))
