@@ -23,6 +23,7 @@ from flowforge.cli.config_io import (
     preset_path,
     save_yaml,
 )
+from flowforge.cli.distill_config import FEW_STEP_OBJECTIVES
 
 
 def test_overrides_are_converted_to_the_field_types():
@@ -167,7 +168,9 @@ def test_every_choice_has_a_builder():
     assert set(typing.get_args(hints["time_sampler"])) == set(build.TIME_SAMPLERS)
     assert set(typing.get_args(hints["coupling"])) == set(build.COUPLINGS)
     assert set(TOY_DATASETS) == set(build.DATASETS)
-    assert set(FIXED_SOLVERS) | {"dopri5"} == set(build.SOLVERS)
+    assert set(FIXED_SOLVERS) | {"dopri5", "fewstep"} == set(build.SOLVERS)
+    objectives = set(typing.get_args(hints["objective"]))
+    assert objectives == {"fm", "symmflow", "autoencoder", *FEW_STEP_OBJECTIVES}
 
 
 def test_every_key_has_help():

@@ -44,4 +44,4 @@ def teacher_8g() -> MLPField:
             net = train_fm_teacher()
         finally:
             torch.set_default_dtype(previous)
-    return net.to(previous)
+    return net.to(torch.float64)  # session fixtures run before the suite's float64 default

@@ -171,3 +171,18 @@ def test_image_models_take_two_times_per_example(arch):
     assert (out - net(x, torch.stack([s + 0.3, t], -1))).abs().max() > 1e-4
     with pytest.raises(ValueError, match="n_times=2"):
         net(x, t)
+
+
+@pytest.mark.parametrize("arch", ["unet", "dit"])
+def test_time_scale_sets_the_frequency_of_the_time_features(arch):
+    # d/dt cos(s f t) is bounded by s * max f = s: scale 1 gives features with slope <= 1
+    # (smooth in t, for JVP targets), the default 1000 slopes near 1000.
+    for scale, low, high in ((1.0, 0.0, 1.0), (1000.0, 100.0, 1000.0)):
+        if arch == "unet":
+            net = UNetField(UNetConfig(base_channels=8, time_scale=scale))
+        else:
+            net = DiTField(DiTConfig(input_size=8, hidden=32, depth=1, time_scale=scale))
+        emb = net.time_embed[0]
+        t = torch.linspace(0.1, 0.9, 101)
+        slope = ((emb(t + 1e-7) - emb(t)) / 1e-7).abs().max()
+        assert low < slope <= high * (1 + 1e-4), (scale, slope)

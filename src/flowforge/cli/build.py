@@ -112,7 +112,7 @@ GUIDANCE: dict[str, Callable[[Field, SampleConfig, int], Field]] = {
         model, w_max=s.guidance, alpha=s.raag_alpha, null_cond=null
     ),
 }
-SOLVERS: tuple[str, ...] = (*NFE_PER_STEP, "dopri5")
+SOLVERS: tuple[str, ...] = (*NFE_PER_STEP, "dopri5", "fewstep")
 
 DATA_INFO = "data.json"  # dim, classes, class frequencies and normalisation of a run's data
 
@@ -370,7 +370,8 @@ def generate(
     Args:
         field: the velocity field.
         x_0: (B, D) noise.
-        solver: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"`` or ``"dopri5"``.
+        solver: ``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"``, ``"dopri5"``, or
+            ``"fewstep"`` with ``field`` a few-step method's sampler (``cli.fewstep``).
         nfe: network evaluations (fixed-step solvers; a multiple of the per-step count).
         cond: (B,) labels or None.
         time_shift: SD3 shift of the uniform grid (1: uniform).
@@ -387,6 +388,8 @@ def generate(
         >>> nfe, round(x[0, 0].item(), 4)
         (16, 0.3679)
     """
+    if solver == "fewstep":  # a few-step method's own sampler (cli.fewstep.FewStepSampler)
+        return field.sample(x_0, nfe, cond)
     if solver == "dopri5":
         grid = torch.linspace(0, 1, 41 if return_trajectory else 2, device=x_0.device)
         x, *traj, used = sample_dopri5(

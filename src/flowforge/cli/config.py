@@ -16,6 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from flowforge.cli.distill_config import (
+    FEW_STEP_OBJECTIVES,
+    NATIVE_ONLY_OBJECTIVES,
+    DistillConfig,
+    validate_distill,
+)
+from flowforge.cli.errors import ConfigError
 from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.train.config import TrainConfig
 
@@ -55,9 +62,9 @@ DataName = Literal[
 PathName = Literal["cond_ot", "cosine", "vp", "polynomial"]
 TimeSamplerName = Literal["uniform", "logit_normal", "mode", "cosmap", "u_shaped"]
 CouplingName = Literal["independent", "exact_ot", "sinkhorn"]
-SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5"]
-FixedSolverName = Literal["euler", "midpoint", "heun", "rk4"]
-FIXED_SOLVERS: tuple[str, ...] = typing.get_args(FixedSolverName)
+SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "fewstep"]
+FixedSolverName = Literal["euler", "midpoint", "heun", "rk4", "fewstep"]
+FIXED_SOLVERS: tuple[str, ...] = typing.get_args(FixedSolverName)[:-1]
 MetricName = Literal[
     "w2",
     "sliced_w2",
@@ -71,10 +78,6 @@ MetricName = Literal[
     "known_error",
 ]
 IMAGE_METRICS: tuple[str, ...] = ("fd", "precision", "recall", "accuracy", "miou", "known_error")
-
-
-class ConfigError(ValueError):
-    """A user's configuration is invalid; the message names the key, the value and the fix."""
 
 
 def _help(text: str) -> dict[str, str]:
@@ -175,9 +178,17 @@ class MethodConfig:
     """The objective: flow matching (path, time density, coupling, distance, condition dropout),
     SymmFlow (joint image/mask flows) or an autoencoder's reconstruction loss."""
 
-    objective: Literal["fm", "symmflow", "autoencoder"] = field(
-        default="fm", metadata=_help("what to train")
-    )
+    objective: Literal[
+        "fm",
+        "symmflow",
+        "autoencoder",
+        "reflow",
+        "meanflow",
+        "freeflow",
+        "twinflow",
+        "flowturbo",
+        "blockwise",
+    ] = field(default="fm", metadata=_help("what to train (few-step methods: see distill.*)"))
     path: PathName = field(default="cond_ot", metadata=_help("probability path x_t"))
     poly_n: float = field(default=2.0, metadata=_help("exponent of the polynomial path"))
     vp_beta_min: float = field(default=0.1, metadata=_help("VP path beta_min"))
@@ -296,6 +307,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def validate(config: RunConfig) -> RunConfig:
@@ -347,6 +359,23 @@ def validate(config: RunConfig) -> RunConfig:
             "integer labels)."
         )
     _validate_images(c)
+    validate_distill(c.method.objective, c.distill, is_image_run(c))
+    obj, few = c.method.objective, c.method.objective in FEW_STEP_OBJECTIVES
+    solvers = {"sample.solver": [c.sample.solver], "eval.solvers": c.eval.solvers}
+    for key, names in solvers.items():
+        if obj in NATIVE_ONLY_OBJECTIVES and any(n != "fewstep" for n in names):
+            raise ConfigError(
+                f"{key}={names if len(names) > 1 else names[0]!r}: a {obj} network is not a "
+                "velocity field, so it samples with its own few-step sampler; set "
+                f"{key}={'fewstep' if key == 'sample.solver' else '[fewstep]'}."
+            )
+        if "fewstep" in names and not few:
+            raise ConfigError(
+                f"{key} names 'fewstep', the sampler of the few-step methods (method.objective="
+                f"{'/'.join(FEW_STEP_OBJECTIVES)}); a {obj} run uses ODE solvers such as heun."
+            )
+    if c.eval.dopri5 and obj in NATIVE_ONLY_OBJECTIVES:
+        raise ConfigError(f"eval.dopri5=true needs a velocity field; set it false for {obj}.")
     return c
 
 
@@ -448,6 +477,10 @@ def check_nfe(key: str, solver: str, nfe: int) -> int:
     """
     if solver == "dopri5":
         return 0
+    if solver == "fewstep":
+        if nfe < 1:
+            raise ConfigError(f"{key}={nfe!r} must be >= 1 (network evaluations).")
+        return nfe
     per_step = NFE_PER_STEP[solver]
     if nfe < per_step or nfe % per_step:
         valid = [per_step * k for k in range(1, 6)]

@@ -131,8 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--solver",
         default=None,
-        choices=["euler", "midpoint", "heun", "rk4", "dopri5"],
-        help="ODE solver (default: sample.solver)",
+        choices=["euler", "midpoint", "heun", "rk4", "dopri5", "fewstep"],
+        help="ODE solver, or fewstep for a few-step method's own sampler (default: sample.solver)",
     )
     p.add_argument(
         "--nfe",
@@ -184,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--solvers",
         nargs="+",
         default=None,
-        choices=["euler", "midpoint", "heun", "rk4"],
-        help="fixed-step solvers (default: eval.solvers)",
+        choices=["euler", "midpoint", "heun", "rk4", "fewstep"],
+        help="fixed-step solvers, or fewstep (few-step methods) (default: eval.solvers)",
     )
     p.add_argument(
         "--n-samples", type=int, default=None, help="samples per point (default: eval.n_samples)"

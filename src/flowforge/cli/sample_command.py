@@ -12,7 +12,6 @@ import torch
 from flowforge.cli import plots
 from flowforge.cli.build import (
     build_data,
-    build_field,
     generate,
 )
 from flowforge.cli.config import (
@@ -26,6 +25,7 @@ from flowforge.cli.config_io import (
     to_dict,
 )
 from flowforge.cli.eval_command import load_run
+from flowforge.cli.fewstep import run_field
 from flowforge.cli.images import ImageData, draw
 from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.utils.io import atomic_path
@@ -65,10 +65,10 @@ def sample_command(
     if solver is not None and solver != "dopri5" and nfe is None:
         # Keep the run's budget when it divides; otherwise one step's worth is not a good
         # default, so ask.
-        if sample_dict["nfe"] % NFE_PER_STEP[solver]:
+        if sample_dict["nfe"] % NFE_PER_STEP.get(solver, 1):
             raise ConfigError(
                 f"--solver={solver} cannot spend the run's sample.nfe={s.nfe}; pass --nfe with "
-                f"a multiple of {NFE_PER_STEP[solver]}."
+                f"a multiple of {NFE_PER_STEP.get(solver, 1)}."
             )
     config.sample = from_dict(sample_dict, type(s), "sample.")
     validate(config)
@@ -90,7 +90,7 @@ def sample_command(
     labels = info.labels(s.n, g)
     if label is not None:
         labels = torch.full((s.n,), label, dtype=torch.long)
-    field = build_field(model, s, info.num_classes)
+    field = run_field(model, config, info.num_classes, run_dir, s.solver)
     t0 = time.perf_counter()
     x, used = generate(
         field, x_0, s.solver, s.nfe, cond=labels, time_shift=s.time_shift, atol=s.atol, rtol=s.rtol

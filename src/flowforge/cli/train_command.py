@@ -13,10 +13,7 @@ from flowforge.cli.build import (
     DATA_INFO,
     DataSource,
     build_data,
-    build_field,
     build_metrics,
-    build_model,
-    build_objective,
     generate,
 )
 from flowforge.cli.config import (
@@ -30,6 +27,7 @@ from flowforge.cli.config_io import (
     preset_path,
     to_dict,
 )
+from flowforge.cli.distill_config import NATIVE_ONLY_OBJECTIVES
 from flowforge.cli.eval_command import (
     METRICS_JSON,
     evaluate,
@@ -37,6 +35,7 @@ from flowforge.cli.eval_command import (
     set_threads,
     write_json,
 )
+from flowforge.cli.fewstep import build_run_model, build_run_objective, run_field
 from flowforge.cli.image_eval import evaluate_images, picture_images, reconstruction_metrics
 from flowforge.cli.images import build_image_data, build_image_model, build_image_objective
 from flowforge.train import distributed
@@ -134,6 +133,8 @@ def train_command(
     set_threads(config.threads)
     if config.data.path is not None:  # so `sample` and `eval` find it from any directory
         config.data.path = str(Path(config.data.path).resolve())
+    if config.distill.teacher is not None:
+        config.distill.teacher = str(Path(config.distill.teacher).resolve())
     run_dir = Path(RUNS_DIR, config.name) if run_dir is None else Path(run_dir)
     main = distributed.is_main()  # from the torchrun environment; train() joins the group
     if _is_run_dir(run_dir):
@@ -146,21 +147,23 @@ def train_command(
     if main:
         source.save(run_dir)
     seed_everything(config.train.seed)  # the initial weights depend on the seed only
-    model = build_model(config.model, source.dim, source.num_classes)
-    objective = build_objective(config.method, source.num_classes)
+    model = build_run_model(config, source.dim, source.num_classes)
     resumed = checkpoint_step(run_dir) if run_dir.is_dir() else None
+    objective, data = build_run_objective(
+        config, model, source, run_dir, resumed is not None, main=main
+    )
     distributed.print0(
         f"{'continuing' if resumed is not None else 'training'} {config.name} in {run_dir}: "
         f"{sum(p.numel() for p in model.parameters())} parameters, "
         f"{'from step ' + str(resumed) + ' ' if resumed is not None else ''}to step "
         f"{config.train.steps}, world size {distributed.world_size()}"
     )
-    hook = _progress_hook(source, config) if config.train.eval_every else None
+    hook = _progress_hook(source, config, run_dir) if config.train.eval_every else None
     t0 = time.perf_counter()
     result = train(
         model,
         objective,
-        source.train,
+        data,
         config.train,
         run_dir,
         eval_hook=hook,
@@ -226,7 +229,7 @@ def _train_images(config: RunConfig, run_dir: Path, main: bool, evaluate: bool) 
     return metrics
 
 
-def _progress_hook(source: DataSource, config: RunConfig):
+def _progress_hook(source: DataSource, config: RunConfig, run_dir: Path):
     """Sliced W2 at the sampling settings, logged every ``train.eval_every`` steps."""
     s, n = config.sample, min(config.eval.n_samples, 1000)
 
@@ -236,7 +239,7 @@ def _progress_hook(source: DataSource, config: RunConfig):
         target = source.reference(n, g)
         x_0 = torch.randn(n, source.dim, generator=g, dtype=torch.float32).to(device)
         labels = source.labels(n, g)
-        field = build_field(net, s, source.num_classes)
+        field = run_field(net, config, source.num_classes, run_dir, s.solver)
         x, used = generate(
             field,
             x_0,
@@ -257,7 +260,7 @@ def _evaluate_and_plot(
     model: torch.nn.Module, source: DataSource, config: RunConfig, run_dir: Path, step: int
 ) -> dict:
     device = next(model.parameters()).device
-    metrics = evaluate(model, source, config, step=step, device=device)
+    metrics = evaluate(model, source, config, step=step, device=device, run_dir=run_dir)
     write_json(run_dir / METRICS_JSON, metrics)
     title = f"{config.name}, step {step}"
     plots.plot_quality_vs_nfe(
@@ -269,7 +272,7 @@ def _evaluate_and_plot(
     )
     g = torch.Generator().manual_seed(config.sample.seed)
     n = config.sample.n
-    field = build_field(model, config.sample, source.num_classes)
+    field = run_field(model, config, source.num_classes, run_dir, config.sample.solver)
     x_0 = torch.randn(n, source.dim, generator=g, dtype=torch.float32).to(device)
     labels = source.labels(n, g)
     labels = None if labels is None else labels.to(device)
@@ -291,23 +294,24 @@ def _evaluate_and_plot(
         title=f"{title}, {config.sample.solver} NFE {used}",
         labels=None if labels is None else labels.cpu().numpy(),
     )
-    m = min(300, n)
-    traj, _ = generate(
-        field,
-        x_0[:m],
-        "dopri5",
-        0,
-        cond=None if labels is None else labels[:m],
-        atol=config.sample.atol,
-        rtol=config.sample.rtol,
-        return_trajectory=True,
-    )
-    plots.plot_trajectories(
-        run_dir / "trajectories.png",
-        source.to_data(traj).cpu().numpy(),
-        data,
-        title=f"{title}: ODE paths, noise (t = 0) to data (t = 1)",
-    )
+    if config.method.objective not in NATIVE_ONLY_OBJECTIVES:  # ODE paths need a field
+        m = min(300, n)
+        traj, _ = generate(
+            run_field(model, config, source.num_classes, run_dir, "dopri5"),
+            x_0[:m],
+            "dopri5",
+            0,
+            cond=None if labels is None else labels[:m],
+            atol=config.sample.atol,
+            rtol=config.sample.rtol,
+            return_trajectory=True,
+        )
+        plots.plot_trajectories(
+            run_dir / "trajectories.png",
+            source.to_data(traj).cpu().numpy(),
+            data,
+            title=f"{title}: ODE paths, noise (t = 0) to data (t = 1)",
+        )
     steps, losses = _read_losses(run_dir / METRICS_FILE)
     if steps:
         plots.plot_loss(run_dir / "loss.png", steps, losses, title=f"{config.name}: training loss")

@@ -108,6 +108,9 @@ class DiTConfig:
             has 2C channels, the first C being the field.
         n_times: times per example; t is (B,) for 1, else (B, n_times) (a flow map's (s, t)),
             each time with its own sinusoidal features, concatenated before the time MLP.
+        time_scale: factor on t before the sinusoids (1000: diffusion-step frequencies); a
+            small value (e.g. 1) gives smooth features, which methods differentiating the
+            network in t (MeanFlow's JVP target) need.
 
     Example:
         >>> cfg = DiTConfig(input_size=8, hidden=32, depth=1, num_classes=10)
@@ -126,6 +129,7 @@ class DiTConfig:
     num_classes: int = 0
     learn_sigma: bool = False
     n_times: int = 1
+    time_scale: float = 1000.0
 
 
 class DiTField(nn.Module):
@@ -184,7 +188,10 @@ class DiTField(nn.Module):
         pos = sincos_pos_embed_2d(D, c.input_size // p)[None]  # (1, L, D), fixed
         self.register_buffer("pos_embed", pos.to(torch.get_default_dtype()), persistent=False)
         self.time_embed = nn.Sequential(
-            SinusoidalEmbedding(256), nn.Linear(c.n_times * 256, D), nn.SiLU(), nn.Linear(D, D)
+            SinusoidalEmbedding(256, scale=c.time_scale),
+            nn.Linear(c.n_times * 256, D),
+            nn.SiLU(),
+            nn.Linear(D, D),
         )
         self.class_embed = nn.Embedding(c.num_classes + 1, D) if c.num_classes > 0 else None
         self.blocks = nn.ModuleList([_Block(D, c.heads, c.mlp_ratio) for _ in range(c.depth)])

@@ -94,6 +94,9 @@ class UNetConfig:
         time_embed_dim: E, width of the time (and class) embedding.
         n_times: times per example; t is (B,) for 1, else (B, n_times) (a flow map's (s, t)),
             each time with its own sinusoidal features, concatenated before the time MLP.
+        time_scale: factor on t before the sinusoids (1000: diffusion-step frequencies); a
+            small value (e.g. 1) gives smooth features, which methods differentiating the
+            network in t (MeanFlow's JVP target) need.
 
     Example:
         >>> cfg = UNetConfig(base_channels=16, channel_mults=(1, 2), num_classes=10)
@@ -113,6 +116,7 @@ class UNetConfig:
     dropout: float = 0.0
     time_embed_dim: int = 128
     n_times: int = 1
+    time_scale: float = 1000.0
 
 
 class UNetField(nn.Module):
@@ -177,7 +181,10 @@ class UNetField(nn.Module):
         self.config = c
         E = c.time_embed_dim
         self.time_embed = nn.Sequential(
-            SinusoidalEmbedding(E), nn.Linear(c.n_times * E, E), nn.SiLU(), nn.Linear(E, E)
+            SinusoidalEmbedding(E, scale=c.time_scale),
+            nn.Linear(c.n_times * E, E),
+            nn.SiLU(),
+            nn.Linear(E, E),
         )
         self.class_embed = nn.Embedding(c.num_classes + 1, E) if c.num_classes > 0 else None
         widths = [c.base_channels * m for m in c.channel_mults]

@@ -1,0 +1,545 @@
+"""TwinFlow: one-step generation with a self-adversarial twin flow in the same network (card 08).
+
+One network ``G(x, (t, s), cond)`` with two times is trained on t in [-1, 1]. The positive half
+(t >= 0) learns the real noise -> data flow: the instantaneous velocity at s = t and any-step jumps
+t -> s (RCGM consistency). The negative half (-t, -t) learns the flow from noise to the network's
+own one-step samples ``x_fake = x_0 + G(x_0, (0, 1))``. Their difference at one point,
+
+    Delta_v(x_t, t) = G(x_t, (t, t)) - G(x_t, (-t, -t))
+                    = (E_real[x_1 | x_t] - E_fake[x_1 | x_t]) / (1 - t),
+
+(since E[x_1 - x_0 | x_t] = (E[x_1 | x_t] - x_t) / (1 - t) for x_t = t x_1 + (1 - t) x_0) points
+from the fake posterior mean to the real one; the rectification loss moves the one-step samples
+along it (like DMD, with both scores from the same network, no frozen teacher).
+
+Card -> flowforge conventions (card: tau = 1 noise, tau = 0 data, x_tau = tau z + (1 - tau) x,
+target v = z - x; here t = 0 noise x_0 = z, t = 1 data x_1 = x):
+
+    tau = 1 - t          card target time tt <= tau  ->  our target time s = 1 - tt >= t
+    v_card = z - x = -u, u = x_1 - x_0, so F_card = -G (our network predicts velocity to data)
+    twin times (-tau, -tau)  ->  (-t, -t): the negative number whose |.| is our time
+    x_hat = x_tau - |tau| F  ->  x_hat_1 = x_t + (1 - |t|) G      (data end)
+    z_hat = x_tau + (1 - |tau|) F  ->  x_hat_0 = x_t - |t| G      (noise end)
+    one-step jump F(z, 1, 0) -> G(x_0, (0, 1))
+    Delta_v = F(-tau) - F(tau) = G(t) - G(-t)   (the same number in both conventions)
+    L_rect = ||F - sg(F - Delta_v)||^2  ->  ||G - sg(G + Delta_v)||^2
+
+The two branches meet at |t| = 0, which is the noise end here (the data end in the card, where
+both fields equal -x); at the noise end the real and fake fields differ by the difference of the
+data means, so the network must separate t = +eps from -eps. The sinusoidal features (scale 1000)
+do this for |t| above about 1e-3; times are drawn from U(0, 1), so t = 0 is never used exactly.
+
+References:
+    TwinFlow: Realizing One-step Generation on Large Models with Self-adversarial Flows (Cheng,
+    Sun, Li & Lin, 2025), arXiv:2512.05150 (code: inclusionAI/TwinFlow, MNIST tutorial).
+    Any-step Generation via N-th Order Recursive Consistent Velocity Field Estimation (RCGM,
+    Sun et al., 2025); Unified Continuous Generative Models (UCGM, Sun et al., 2025),
+    arXiv:2505.07447 (sampler).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from flowforge.losses.distances import mse
+from flowforge.utils import check_batch, check_choice, expand_like, randn_like_gen, wider_float
+
+__all__ = [
+    "TwinFlowLoss",
+    "twin_delta",
+    "twin_endpoints",
+    "twinflow_sample",
+    "twinflow_time_grid",
+]
+
+Uncond = Literal["null", "shuffled"]
+SampleStyle = Literal["few", "any", "mul"]
+TwinNet = Callable[..., Tensor]  # model(x (B, ...), times (B, 2), cond) -> (B, ...)
+
+
+def _times(t: Tensor, s: Tensor) -> Tensor:
+    """(B,), (B,) -> (B, 2): the two-time input of an ``n_times=2`` network."""
+    return torch.stack([t, s], dim=-1)
+
+
+def _repeat(cond: Tensor | None, k: int) -> Tensor | None:
+    """cond for a batch made of k concatenated copies (None stays None)."""
+    return None if cond is None else torch.cat([cond] * k)
+
+
+def twin_endpoints(x_t: Tensor, t: Tensor, pred: Tensor) -> tuple[Tensor, Tensor]:
+    """Data and noise endpoints implied by a velocity prediction at signed time t.
+
+    x_hat_1 = x_t + (1 - |t|) G,  x_hat_0 = x_t - |t| G   (card: x = x_tau - |tau| F,
+    z = x_tau + (1 - |tau|) F). The absolute value makes the twin branch (t < 0) invert through
+    the same interpolant x_t = |t| x_1 + (1 - |t|) x_0.
+
+    Args:
+        x_t: (B, ...) state.
+        t: (B,) signed times in [-1, 1].
+        pred: (B, ...) the network's velocity prediction G.
+
+    Returns:
+        (x_hat_1, x_hat_0), each (B, ...).
+
+    Example:
+        >>> x_1, x_0, t = torch.ones(2, 2), torch.zeros(2, 2), torch.tensor([0.25, -0.25])
+        >>> x_t = 0.25 * x_1 + 0.75 * x_0
+        >>> twin_endpoints(x_t, t, x_1 - x_0)[0].tolist()  # exact velocity -> exact x_1
+        [[1.0, 1.0], [1.0, 1.0]]
+    """
+    a = expand_like(t.abs(), x_t)  # (B, 1, ..., 1)
+    return x_t + (1 - a) * pred, x_t - a * pred
+
+
+@torch.no_grad()
+def twin_delta(model: TwinNet, x_t: Tensor, t: Tensor, cond: Tensor | None = None) -> Tensor:
+    """Real-minus-fake velocity Delta_v = G(x_t, (t, t)) - G(x_t, (-t, -t)), without gradient.
+
+    For exact fields Delta_v = (E_real[x_1 | x_t] - E_fake[x_1 | x_t]) / (1 - t): it points from
+    the fake posterior mean to the real one. Computed under ``torch.no_grad`` on both branches,
+    so the network cannot lower a loss built on it by shrinking it (card pitfall 3).
+
+    Args:
+        model: a two-time network ``model(x, (B, 2) times, cond)``.
+        x_t: (B, ...) points.
+        t: (B,) times in [0, 1].
+        cond: (B,) labels or None.
+
+    Returns:
+        (B, ...) Delta_v, detached.
+
+    Example:
+        >>> real = lambda x, tt, c=None: torch.where(tt[:, :1] >= 0, 1.0, 0.0).expand_as(x)
+        >>> twin_delta(real, torch.zeros(3, 2), torch.full((3,), 0.5)).tolist()[0]
+        [1.0, 1.0]
+    """
+    B = x_t.shape[0]
+    times = torch.cat([_times(t, t), _times(-t, -t)])  # both branches in one call
+    real, fake = model(torch.cat([x_t, x_t]), times, _repeat(cond, 2)).split(B)
+    return real - fake
+
+
+class TwinFlowLoss:
+    """TwinFlow objective (card 08, MNIST-tutorial form), one value per example.
+
+    With x_0 ~ N(0, I), x_1 the data, u = x_1 - x_0, t ~ U(0, 1), s = t + U(0, 1) (1 - t),
+    x_t = t x_1 + (1 - t) x_0 and G(x, t, s) = model(x, (t, s), cond):
+
+        L = w_base L_base + w_real L_real + w_adv L_adv + w_rect L_rect + w_cons L_cons
+        L_base = ||G(x_t, t, s) - Gbar||^2, Gbar = sg(G) - clip(a G - b I - u, -1, 1)   (RCGM)
+        L_real = ||G(x_t, t, t) - u||^2                                  (real velocity, FM)
+        x_fake = x_0 + G(x_0, 0, 1)                                      (one-step jump)
+        L_adv  = ||G(x^f_t, -t, -t) - (sg(x_fake) - n)||^2, x^f_t = t sg(x_fake) + (1 - t) n
+        L_rect = ||G_fake - sg(G_fake + Delta_v(x'_t', t'))||^2, x'_t' = t' x_fake + (1 - t') n'
+        L_cons = ||G_fake - Gbar(x_0, 0, 1)||^2                          (RCGM on the jump)
+
+    RCGM target (card step 1, in our time): x' = x_t + delta u, t_m = min(t + delta, s); an
+    N-step Euler integration of the target network's jumps G(x, t_c, t_n) from t_m to s gives
+    I = sum (t_n - t_c) G; a = (s - t) / delta, b = 1 / delta (card: 100 (t - tt), 100). When
+    s - t < delta, t_m = s and I = 0, and Delta reduces to G - u (card: a = 1, b = 1/(t - tt)
+    multiplying a zero integral). ||.||^2 is the mean over features.
+
+    Choices beside the tutorial: the adversarial term interpolates with fresh noise n (the
+    official large-scale trainer does so; the tutorial reuses the generator's input, which
+    teaches the negative branch the generator's coupled flow rather than the marginal fake flow
+    that the Delta_v identity needs); the rectification uses fresh (n', t') as in both. The
+    large-scale trainer's quarter split, tan time weighting and Barron loss are not included.
+
+    Args:
+        base_weight, real_weight, adv_weight, rect_weight, cons_weight: term weights (all 1 in
+            the tutorial); a zero weight skips the term's forward passes. RCGM-only (the card's
+            baseline) is ``TwinFlowLoss(real_weight=0, adv_weight=0, rect_weight=0,
+            cons_weight=0)``.
+        rcgm_order: N, Euler sub-steps of the RCGM target (card: 2).
+        rcgm_delta: delta, the first-order step of the RCGM target (card: 0.01).
+        rect_clip: clamp Delta_v to [-rect_clip, rect_clip], as the large-scale trainer does
+            (1); None leaves it unclamped (tutorial). Unclamped, Delta_v ~ 1 / (1 - t') near the
+            data end made the 2-D runs blow up early (1-NFE SWD 197 after 200 steps vs 3.3).
+        ema_decay: 0 uses the current network, under no_grad, as the RCGM / CFG target network
+            (stateless). A value in (0, 1) keeps an EMA shadow in ``self.target``, created on the
+            first call and moved towards the model at every call with gradients enabled, its
+            decay warm-started as in the reference code (d <- d + (1 - d)(ema_decay - d) / 2,
+            from 0). That shadow is state of the objective and is not saved by ``train``'s
+            checkpoints.
+        enhance_ratio: w of the CFG-enhanced target u <- u + w (G_tgt(x_t, t, t, c) -
+            G_tgt(x_t, t, t, c_uncond)), applied to L_base and L_real when ``cond`` is given
+            (card: 0.5 MNIST, 0.8 SD3.5); 0 disables it.
+        enhance_uncond: the unconditional label: ``"null"`` (cond=None, the model's null
+            class) or ``"shuffled"`` (a permutation of the batch labels, as in the tutorial).
+
+    References:
+        TwinFlow (Cheng et al., 2025), arXiv:2512.05150; code inclusionAI/TwinFlow.
+
+    Example:
+        >>> from flowforge.models.mlp import MLPConfig, MLPField
+        >>> net = MLPField(MLPConfig(dim=2, hidden=32, n_times=2))
+        >>> loss = TwinFlowLoss()
+        >>> loss(net, torch.randn(8, 2), generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([8])
+    """
+
+    def __init__(
+        self,
+        base_weight: float = 1.0,
+        real_weight: float = 1.0,
+        adv_weight: float = 1.0,
+        rect_weight: float = 1.0,
+        cons_weight: float = 1.0,
+        rcgm_order: int = 2,
+        rcgm_delta: float = 0.01,
+        rect_clip: float | None = 1.0,
+        ema_decay: float = 0.0,
+        enhance_ratio: float = 0.0,
+        enhance_uncond: Uncond = "null",
+    ) -> None:
+        weights = dict(
+            base_weight=base_weight,
+            real_weight=real_weight,
+            adv_weight=adv_weight,
+            rect_weight=rect_weight,
+            cons_weight=cons_weight,
+        )
+        for name, w in weights.items():
+            if w < 0:
+                raise ValueError(f"{name}={w!r} must be >= 0 (0 switches the term off).")
+        if sum(weights.values()) == 0:
+            raise ValueError("all term weights are 0; give at least one a positive weight.")
+        if rcgm_order < 1:
+            raise ValueError(f"rcgm_order={rcgm_order!r} must be >= 1 (the card uses 2).")
+        if not 0 < rcgm_delta < 1:
+            raise ValueError(f"rcgm_delta={rcgm_delta!r} must lie in (0, 1) (card: 0.01).")
+        if rect_clip is not None and rect_clip <= 0:
+            raise ValueError(f"rect_clip={rect_clip!r} must be > 0, or None for no clamp.")
+        if not 0 <= ema_decay < 1:
+            raise ValueError(
+                f"ema_decay={ema_decay!r} must lie in [0, 1); 0 uses the current network as "
+                "the target, 0.99 is the card's EMA."
+            )
+        if enhance_ratio < 0:
+            raise ValueError(f"enhance_ratio={enhance_ratio!r} must be >= 0 (0 disables it).")
+        check_choice("enhance_uncond", enhance_uncond, ("null", "shuffled"))
+        self.base_weight, self.real_weight, self.adv_weight = base_weight, real_weight, adv_weight
+        self.rect_weight, self.cons_weight = rect_weight, cons_weight
+        self.rcgm_order, self.rcgm_delta, self.rect_clip = rcgm_order, rcgm_delta, rect_clip
+        self.ema_decay, self.enhance_ratio, self.enhance_uncond = (
+            ema_decay,
+            enhance_ratio,
+            enhance_uncond,
+        )
+        self.target: TwinNet | None = None
+        self._decay_now = 0.0
+
+    # -- pieces -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def rcgm_target(
+        self,
+        target_net: TwinNet,
+        pred: Tensor,
+        x_t: Tensor,
+        u: Tensor,
+        t: Tensor,
+        s: Tensor,
+        cond: Tensor | None = None,
+    ) -> Tensor:
+        """RCGM target Gbar = sg(pred) - clip(a pred - b I - u, -1, 1) (card step 1, our time).
+
+        Args:
+            target_net: the (EMA or current) network integrated for I.
+            pred: (B, ...) the student's G(x_t, t, s).
+            x_t: (B, ...); u: (B, ...) the (possibly CFG-enhanced) conditional velocity.
+            t, s: (B,) start and target times, s >= t.
+            cond: labels or None.
+
+        Returns:
+            (B, ...) the detached target.
+        """
+        d = self.rcgm_delta
+        t_m = torch.minimum(t + d, s)  # card: max(t - 0.01, tt)
+        x = x_t + d * u  # first-order step along the conditional velocity
+        integral = torch.zeros_like(x_t)
+        N = self.rcgm_order
+        for i in range(N):
+            t_c, t_n = t_m + (s - t_m) * (i / N), t_m + (s - t_m) * ((i + 1) / N)
+            h = expand_like(t_n - t_c, x)
+            g = target_net(x, _times(t_c, t_n), cond)
+            x = x + h * g  # re-projection t_n x_hat_1 + (1 - t_n) x_hat_0 is this Euler step
+            integral = integral + h * g
+        near = (s - t) < d
+        a = expand_like(torch.where(near, torch.ones_like(t), (s - t) / d), x_t)
+        b = expand_like(torch.where(near, torch.zeros_like(t), torch.full_like(t, 1 / d)), x_t)
+        delta = a * pred - b * integral - u
+        return pred.detach() - delta.clamp(-1.0, 1.0)
+
+    def adversarial(
+        self,
+        model: TwinNet,
+        x_fake: Tensor,
+        t: Tensor,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """L_adv: flow matching of the negative branch on detached fakes (card step 4).
+
+        Args:
+            model: the two-time network; x_fake: (B, ...) one-step samples (detached here).
+            t: (B,) times in [0, 1]; cond: labels or None; generator: for the fresh noise.
+
+        Returns:
+            (B,) per-example losses.
+        """
+        x_f = x_fake.detach()
+        n = randn_like_gen(x_f, generator)
+        t_ = expand_like(t, x_f)
+        x_t = t_ * x_f + (1 - t_) * n
+        return mse(model(x_t, _times(-t, -t), cond), x_f - n)
+
+    def rectify(
+        self,
+        model: TwinNet,
+        pred_fake: Tensor,
+        x_fake: Tensor,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """L_rect = ||G_fake - sg(G_fake + Delta_v)||^2 at fresh (n', t') (card step 5).
+
+        Its gradient with respect to G_fake is -2 Delta_v / D, so a descent step moves the
+        one-step sample x_fake = x_0 + G_fake by +eta Delta_v, toward the real posterior mean.
+
+        Args:
+            model: the two-time network; pred_fake: (B, ...) G(x_0, 0, 1) with gradient.
+            x_fake: (B, ...) the one-step samples (only read under no_grad).
+            cond: labels or None; generator: for (n', t').
+
+        Returns:
+            (B,) per-example losses.
+        """
+        B = x_fake.shape[0]
+        with torch.no_grad():
+            x_f = x_fake.detach()
+            t = torch.rand(B, generator=generator, device=x_f.device, dtype=x_f.dtype)
+            n = randn_like_gen(x_f, generator)
+            t_ = expand_like(t, x_f)
+            delta_v = twin_delta(model, t_ * x_f + (1 - t_) * n, t, cond)
+            if self.rect_clip is not None:
+                delta_v = delta_v.clamp(-self.rect_clip, self.rect_clip)
+        return mse(pred_fake, (pred_fake + delta_v).detach())
+
+    # -- the objective ----------------------------------------------------------------------
+    def _target_net(self, model: TwinNet) -> TwinNet:
+        """The RCGM / CFG target: the model itself, or its EMA shadow (updated when training)."""
+        if self.ema_decay == 0:
+            return model
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"ema_decay={self.ema_decay} needs an nn.Module to copy, got "
+                f"{type(model).__name__}; pass ema_decay=0 for a plain callable."
+            )
+        if self.target is None:
+            self.target = copy.deepcopy(model).requires_grad_(False)
+        if torch.is_grad_enabled():
+            with torch.no_grad():
+                d = self._decay_now  # reference warm-up: 0, 0.495, 0.62, ... -> ema_decay
+                for p_t, p in zip(self.target.parameters(), model.parameters(), strict=True):
+                    p_t.lerp_(p.detach(), 1 - d)
+                for b_t, b in zip(self.target.buffers(), model.buffers(), strict=True):
+                    b_t.copy_(b)
+            self._decay_now += (1 - self._decay_now) * (self.ema_decay - self._decay_now) * 0.5
+        return self.target
+
+    def terms(
+        self,
+        model: TwinNet,
+        x_1: Tensor,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """The unweighted per-example terms with a positive weight, each (B,).
+
+        Keys among ``"base"``, ``"real"``, ``"adv"``, ``"rect"``, ``"cons"``.
+        """
+        B = x_1.shape[0]
+        check_batch("cond", cond, B, ref="x_1")
+        dev, dt = x_1.device, x_1.dtype
+        x_0 = randn_like_gen(x_1, generator)
+        t = torch.rand(B, generator=generator, device=dev, dtype=dt)
+        s = t + torch.rand(B, generator=generator, device=dev, dtype=dt) * (1 - t)
+        t_ = expand_like(t, x_1)
+        x_t = t_ * x_1 + (1 - t_) * x_0
+        u = x_1 - x_0
+        tgt = self._target_net(model)
+        if self.enhance_ratio > 0 and cond is not None:
+            with torch.no_grad():  # card: v <- v + w (F(c) - F(uncond)) at tt = t
+                if self.enhance_uncond == "null":
+                    uncond = None
+                else:
+                    where = cond.device if generator is None else generator.device
+                    perm = torch.randperm(B, generator=generator, device=where)
+                    uncond = cond[perm.to(cond.device)]
+                g_c = tgt(x_t, _times(t, t), cond)
+                g_u = tgt(x_t, _times(t, t), uncond)
+                u = u + self.enhance_ratio * (g_c - g_u)
+        # The student's three predictions depend on nothing the others compute, so they run as
+        # one forward pass over a concatenated batch (same values, a third of the calls).
+        zero, one = torch.zeros_like(t), torch.ones_like(t)
+        fake = self.adv_weight + self.rect_weight + self.cons_weight > 0
+        calls = {
+            "base": (self.base_weight > 0, x_t, t, s),  # jump t -> s (RCGM)
+            "real": (self.real_weight > 0, x_t, t, t),  # instantaneous velocity
+            "fake": (fake, x_0, zero, one),  # one-step jump 0 -> 1
+        }
+        names = [k for k, c in calls.items() if c[0]]
+        x_in = torch.cat([calls[k][1] for k in names])
+        times = torch.cat([_times(calls[k][2], calls[k][3]) for k in names])
+        pred_all = model(x_in, times, _repeat(cond, len(names)))  # (len(names) B, ...)
+        preds = dict(zip(names, pred_all.split(B), strict=True))
+        out: dict[str, Tensor] = {}
+        rcgm = [k for k in ("base", "fake") if k in preds]
+        rcgm = [k for k in rcgm if k == "base" or self.cons_weight > 0]
+        if rcgm:  # RCGM targets of L_base and L_cons, also in one batch
+            args = {"base": (x_t, u, t, s), "fake": (x_0, x_1 - x_0, zero, one)}
+            target = self.rcgm_target(
+                tgt,
+                torch.cat([preds[k] for k in rcgm]),
+                *(torch.cat([args[k][i] for k in rcgm]) for i in range(4)),
+                _repeat(cond, len(rcgm)),
+            ).split(B)
+            targets = dict(zip(rcgm, target, strict=True))
+            if "base" in targets:
+                out["base"] = mse(preds["base"], targets["base"])
+        if "real" in preds:
+            out["real"] = mse(preds["real"], u)
+        if fake:
+            pred_fake = preds["fake"]
+            x_fake = x_0 + pred_fake  # x_hat_1 at t = 0
+            if self.adv_weight > 0:
+                out["adv"] = self.adversarial(model, x_fake, t, cond, generator)
+            if self.rect_weight > 0:
+                out["rect"] = self.rectify(model, pred_fake, x_fake, cond, generator)
+            if self.cons_weight > 0:
+                out["cons"] = mse(pred_fake, targets["fake"])
+        return out
+
+    def __call__(
+        self,
+        model: TwinNet,
+        x_1: Tensor,
+        cond: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Args: x_1 (B, ...) data; cond (B,) labels or None. Returns: (B,) weighted loss."""
+        w = {
+            "base": self.base_weight,
+            "real": self.real_weight,
+            "adv": self.adv_weight,
+            "rect": self.rect_weight,
+            "cons": self.cons_weight,
+        }
+        return sum(w[k] * v for k, v in self.terms(model, x_1, cond, generator).items())
+
+
+def twinflow_time_grid(
+    n_steps: int,
+    warp: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    gaps: tuple[float, float] = (0.0, 0.0),
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
+    """UCGM sampling grid in our time: t_i = K(u_i), i < n, t_n = 1 (data).
+
+    K(u) = (1 - (1 - u^a)^b)^c is the Kumaraswamy warp; u_i = linspace(g_0, 1 - g_1, n), or the
+    first n of linspace(g_0, 1, n + 1) when g_1 = 0 (card: t_card = 1 - K(u), final 0).
+
+    Args:
+        n_steps: n >= 1.
+        warp: (a, b, c) (card multi-step SD3.5: (1.17, 0.8, 1.1)).
+        gaps: (g_0, g_1), ``rfba_gap_steps`` (card few-step: (0.001, 0.7)).
+        dtype: of the grid.
+
+    Returns:
+        (n + 1,) increasing times from about 0 to 1.
+
+    Example:
+        >>> twinflow_time_grid(4).tolist()
+        [0.0, 0.25, 0.5, 0.75, 1.0]
+    """
+    if n_steps < 1:
+        raise ValueError(f"n_steps={n_steps!r} must be >= 1.")
+    g0, g1 = gaps
+    if not (0 <= g0 < 1 and 0 <= g1 < 1 and g0 < 1 - g1):
+        raise ValueError(f"gaps={gaps!r} must satisfy 0 <= g_0 < 1 - g_1 <= 1.")
+    if g1 == 0:
+        u = torch.linspace(g0, 1.0, n_steps + 1, dtype=dtype)[:-1]
+    else:
+        u = torch.linspace(g0, 1.0 - g1, n_steps, dtype=dtype)
+    a, b, c = warp
+    t = (1 - (1 - u**a) ** b) ** c
+    return torch.cat([t, torch.ones(1, dtype=dtype)])
+
+
+def twinflow_sample(
+    model: TwinNet,
+    x_0: Tensor,
+    n_steps: int = 1,
+    cond: Tensor | None = None,
+    style: SampleStyle = "few",
+    stochasticity: float = 0.0,
+    warp: tuple[float, float, float] = (1.0, 1.0, 1.0),
+    gaps: tuple[float, float] = (0.0, 0.0),
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """UCGM sampler of a TwinFlow network: noise at t = 0 to data at t = 1, 1 NFE per step.
+
+    On the grid t_0 < ... < t_n = 1 (``twinflow_time_grid``), each step predicts
+    G = model(x, (t_i, s)) with s = 1 (``"few"``), s = t_{i+1} (``"any"``) or s = t_i (``"mul"``,
+    the instantaneous velocity: plain Euler), forms x_hat_1, x_hat_0 (``twin_endpoints``) and
+    sets x <- t_{i+1} x_hat_1 + (1 - t_{i+1}) (sqrt(1 - rho) x_hat_0 + sqrt(rho) eps). With
+    n = 1 this is the one-step generator x_0 + G(x_0, (0, 1)). Differentiable; the state is
+    kept in float32 or wider.
+
+    Args:
+        model: a two-time network ``model(x, (B, 2) times, cond)``.
+        x_0: (B, ...) noise.
+        n_steps: n, the number of steps (= NFE).
+        cond: (B,) labels or None.
+        style: target time of each jump, ``"few"``, ``"any"`` or ``"mul"``.
+        stochasticity: rho in [0, 1] (card ``stochast_ratio``; 0 is deterministic).
+        warp, gaps: the grid's Kumaraswamy warp and end gaps.
+        generator: for the injected noise when rho > 0.
+
+    Returns:
+        (B, ...) samples at t = 1.
+
+    References:
+        Unified Continuous Generative Models (Sun et al., 2025), arXiv:2505.07447.
+
+    Example:
+        >>> exact = lambda x, tt, c=None: 3.0 - x  # data is the point 3: u = 3 - x_0
+        >>> twinflow_sample(exact, torch.zeros(2, 1)).tolist()
+        [[3.0], [3.0]]
+    """
+    check_choice("style", style, ("few", "any", "mul"))
+    if not 0 <= stochasticity <= 1:
+        raise ValueError(f"stochasticity={stochasticity!r} must lie in [0, 1].")
+    x = x_0.to(wider_float(x_0.dtype))
+    grid = twinflow_time_grid(n_steps, warp, gaps, dtype=x.dtype).to(x.device)
+    B = x.shape[0]
+    for i in range(n_steps):
+        t_c, t_n = grid[i].expand(B), grid[i + 1]
+        if style == "few":
+            s = torch.ones_like(t_c)
+        elif style == "any":
+            s = t_n.expand(B)
+        else:
+            s = t_c
+        x_hat_1, x_hat_0 = twin_endpoints(x, t_c, model(x, _times(t_c, s), cond))
+        if stochasticity > 0:
+            eps = randn_like_gen(x, generator)
+            x_hat_0 = (1 - stochasticity) ** 0.5 * x_hat_0 + stochasticity**0.5 * eps
+        x = t_n * x_hat_1 + (1 - t_n) * x_hat_0
+    return x
