@@ -130,13 +130,16 @@ def check1(args: argparse.Namespace) -> tuple[list[str], bool]:
         opt = torch.optim.Adam(net.parameters(), lr=args.rect_lr)
         delta_net = net if sign > 0 else Negated(net)
         g = torch.Generator().manual_seed(200)
-        for _ in range(args.rect_steps):  # phase B: L_rect only
+        for step in range(args.rect_steps):  # phase B: L_rect only
             z = torch.randn(args.batch, 2, generator=g)
             pred_fake = net(z, times(torch.zeros(args.batch), torch.ones(args.batch)))
             loss = loss_fn.rectify(delta_net, pred_fake, z + pred_fake, generator=g).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if args.verbose and (step + 1) % 50 == 0:
+                frac = 100 * missing_fraction(one_step(net))
+                print(f"  sign {sign:+d} step {step + 1}: missing {frac:.2f} %", flush=True)
         after, adv_after = missing_fraction(one_step(net)), adv_loss(net, loss_fn)
         gain = 100 * (after - before)
         passed = gain >= 5 if sign > 0 else gain <= 0
@@ -187,6 +190,8 @@ def main() -> int:
     p.add_argument("--pretrain-steps", type=int, default=None, help="check 1 phase A (3000)")
     p.add_argument("--rect-steps", type=int, default=500, help="check 1 phase B steps (500)")
     p.add_argument("--rect-lr", type=float, default=1e-4, help="check 1 phase B lr (1e-4)")
+    p.add_argument("--verbose", action="store_true", help="print check-1 progress")
+    p.add_argument("--check1-only", action="store_true", help="run only check 1")
     p.add_argument(
         "--out", default="benchmarks/results/twinflow_2d.md", help="markdown output path"
     )
@@ -202,6 +207,8 @@ def main() -> int:
 
     rows1, ok1 = check1(args)
     print("\n".join(rows1), flush=True)
+    if args.check1_only:
+        return 0 if ok1 else 1
 
     ref, _ = eight_gaussians(N_EVAL, torch.Generator().manual_seed(11))
     ref2, _ = eight_gaussians(N_EVAL, torch.Generator().manual_seed(12))

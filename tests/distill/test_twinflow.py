@@ -129,7 +129,7 @@ def test_enhanced_target_adds_guidance_difference():
     w = 0.5
     net = lambda x, tt, c=None: torch.full_like(x, 0.0 if c is None else 1.0)  # noqa: E731
     x_1, cond = torch.randn(8, 2), torch.arange(8) % 3
-    loss = TwinFlowLoss(0, 1, 0, 0, 0, enhance_ratio=w)
+    loss = TwinFlowLoss(0, 1, 0, 0, 0, ema_decay=0, enhance_ratio=w)
     got = loss.terms(net, x_1, cond, generator=torch.Generator().manual_seed(3))["real"]
     x_0 = torch.randn(8, 2, generator=torch.Generator().manual_seed(3))
     u = x_1 - x_0  # enhanced: u + w (G(c) - G(null)) = u + w; prediction G(c) = 1
@@ -173,8 +173,9 @@ def test_bad_arguments():
 
 def test_learns_one_step_8_gaussians():
     # threshold origin: the shared FM teacher's 1-step Euler SWD is 2.61 and its 2-step 1.06
-    # (tests/distill/conftest.py); 600 TwinFlow steps of a 3 x 64 MLP measured 0.33 at 1 NFE,
-    # so < 0.6 asks for better than the teacher at 2 NFE with room for platform noise.
+    # (tests/distill/conftest.py); 600 TwinFlow steps of a 3 x 64 MLP (EMA target 0.99)
+    # measured 0.66 at 1 NFE, so < 1.0 asks for a 1-step sampler better than the teacher at
+    # 2 NFE, with about a third of margin for platform noise.
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
     net = MLPField(MLPConfig(dim=2, hidden=64, n_times=2)).float()
@@ -190,7 +191,7 @@ def test_learns_one_step_8_gaussians():
         x = twinflow_sample(net, torch.randn(4000, 2, generator=g, dtype=torch.float32))
     ref, _ = eight_gaussians(4000, torch.Generator().manual_seed(1))
     swd = sliced_wasserstein(x.double(), ref.double(), generator=torch.Generator().manual_seed(2))
-    assert swd < 0.6, f"1-NFE sliced W2 {swd:.3f}"
+    assert swd < 1.0, f"1-NFE sliced W2 {swd:.3f}"
 
 
 def test_image_shaped_objective_reaches_all_parameters():
