@@ -10,8 +10,11 @@ two times) on the same data stream, with the recipe of its card-check benchmark:
                ReflowLoss(distance="mse"), U-shaped t (a = 4), lr 1e-4 constant; rf++ sampler
     meanflow   MeanFlowLoss() defaults, raw times (time_embed_dim=0), batch 512, lr 1e-3 cosine,
                EMA 0.999 (evaluated); meanflow_sample
-    freeflow   student_from_teacher, FreeFlowLoss(teacher, corr_weight=0.5) (prediction +
-               correction), data-free (x_1 is a NaN placeholder), lr 1e-3 cosine; freeflow_sample
+    freeflow   a fresh two-time student with raw times (time_embed_dim=0: the JVP target
+               diverges with the teacher's scale-1000 sinusoidal time features),
+               FreeFlowLoss(teacher) prediction only (the correction term did not help in
+               benchmarks/freeflow_2d.py), data-free (x_1 is a NaN placeholder), lr 1e-3
+               cosine, EMA 0.999; freeflow_sample
     twinflow   TwinFlowLoss() defaults (full tutorial form), lr 1e-3 cosine, EMA 0.999;
                twinflow_sample(style="few")
     flowturbo  MLPRefiner 1 x 64 beside the frozen teacher, RefinerLoss(max_delta=0.12), Adam 1e-2
@@ -103,7 +106,6 @@ from flowforge.distill.flowturbo import (  # noqa: E402
 from flowforge.distill.freeflow import (  # noqa: E402
     FreeFlowLoss,
     freeflow_sample,
-    student_from_teacher,
 )
 from flowforge.distill.meanflow import MeanFlowLoss, meanflow_sample  # noqa: E402
 from flowforge.distill.reflow import (  # noqa: E402
@@ -305,8 +307,8 @@ def run_toy(name: str, steps: dict, seed: int) -> dict:
 
     nan = torch.full((256, 2), float("nan"))  # data-free: FreeFlow never reads x_1's values
     models["freeflow"], secs["freeflow"] = fit(
-        student_from_teacher(teacher), FreeFlowLoss(teacher, corr_weight=0.5),
-        lambda g: (nan, None), steps["freeflow"], 1e-3, seed + 5
+        mlp(2, time_embed_dim=0), FreeFlowLoss(teacher),
+        lambda g: (nan, None), steps["freeflow"], 1e-3, seed + 5, ema=0.999
     )  # fmt: skip
     log(f"freeflow {secs['freeflow']:.0f} s")
 
@@ -643,6 +645,15 @@ def targets(parts: dict) -> list[tuple[str, bool]]:
     return out
 
 
+def colour(label: str) -> str:
+    """One colour per model across panels (methods C2..C7, teacher and peers C0, C1, C8, C9)."""
+    if label in METHODS:
+        return f"C{2 + METHODS.index(label)}"
+    if label.startswith("teacher"):
+        return "C0" if "Euler" in label else "C9"
+    return "C1" if "Euler" in label else "C8"
+
+
 def plot(parts: dict, path: Path) -> None:
     panels = [k for k in ("8gaussians", "moons", "digits") if k in parts]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
@@ -655,7 +666,7 @@ def plot(parts: dict, path: Path) -> None:
             if not pts:
                 continue
             style = "-o" if label in METHODS else ("--s" if label.startswith("teacher") else ":^")
-            ax.plot(*zip(*pts, strict=True), style, label=label, ms=4)
+            ax.plot(*zip(*pts, strict=True), style, label=label, ms=4, color=colour(label))
         t100 = r["rows"]["teacher (Euler)"]["100"][key]
         ax.axhline(t100, color="k", ls="-.", lw=1, label="teacher, 100 NFE")
         floor = r["floor_fd"] if name == "digits" else r["floor_w2"]
@@ -693,8 +704,9 @@ def write_report(parts: dict, commands: dict, out: Path) -> list[tuple[str, bool
     if "digits" in parts:
         lines += digits_table(parts["digits"])
     lines += [
-        "NFE counts calls of the main network (flowturbo: predictor calls; its 1 x 64 refiner "
-        "adds 2 calls per R step). blockwise samples in M = 4 segments, so NFE 1 and 2 do not "
+        "NFE counts calls of the main network (flowturbo: predictor calls; its refiner adds 2 "
+        "calls per R step: a 1 x 64 MLP on 2-D, a one-level base-16 UNet on digits, see the "
+        "parameter lines). blockwise samples in M = 4 segments, so NFE 1 and 2 do not "
         "exist. cost / teacher = training seconds / the teacher's training seconds (reflow: "
         "pairs + student); with teacher = (method + teacher) / teacher for distilled methods.",
         "",

@@ -263,3 +263,38 @@ def test_argument_errors():
     with pytest.raises(ValueError, match="n_steps"):
         freeflow_sample(gauss_map_F, torch.zeros(2, 2), 0)
     assert math.isfinite(FreeFlowLoss(teacher).corr_weight)
+
+
+def test_a_resumed_run_with_correction_matches_an_uninterrupted_one(tmp_path, teacher_8g):
+    # The fake net and its Adam state live in the objective; train() checkpoints them through
+    # state_dict(), so a new process (a fresh FreeFlowLoss) resumes exactly.
+    from flowforge.train import TrainConfig, train
+
+    def data(n: int, generator: torch.Generator | None):
+        return torch.zeros(n, 2, dtype=torch.float64), None  # data-free: values unused
+
+    def run(run_dir, steps, loss):
+        torch.manual_seed(0)
+        net = MLPField(MLPConfig(dim=2, hidden=16, depth=2, time_embed_dim=0, n_times=2))
+        config = TrainConfig(
+            steps=steps, batch_size=32, warmup_steps=0, ema_decay=0.0, ckpt_every=3,
+            progress=False, device="cpu", lr=1e-2, schedule="constant",
+        )  # fmt: skip
+        return train(net.double(), loss, data, config, run_dir).model
+
+    def loss() -> FreeFlowLoss:
+        return FreeFlowLoss(teacher_8g, corr_weight=0.5)
+
+    whole = run(tmp_path / "a", 6, loss())
+    run(tmp_path / "b", 3, loss())
+    resumed = run(tmp_path / "b", 6, loss())
+    for p, q in zip(whole.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-12)
+    lossy = loss()  # control: a resumed objective that forgets its fake net drifts apart
+    lossy.load_state_dict = lambda state: None
+    run(tmp_path / "c", 3, loss())
+    drifted = run(tmp_path / "c", 6, lossy)
+    gap = max(
+        (p - q).abs().max() for p, q in zip(whole.parameters(), drifted.parameters(), strict=True)
+    )
+    assert gap > 1e-6

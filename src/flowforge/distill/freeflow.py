@@ -376,6 +376,32 @@ class FreeFlowLoss:
         self.tau_min, self.tau_max, self.corr_weighting = tau_min, tau_max, corr_weighting
         self.fake: nn.Module | None = fake
         self.fake_optimizer: torch.optim.Optimizer | None = None
+        self._pending: dict | None = None  # loaded fake-net state, applied on first use
+
+    def state_dict(self) -> dict:
+        """The fake net and its optimizer (correction term), for checkpoints (``train`` saves it).
+
+        Example:
+            >>> FreeFlowLoss(lambda x, t, cond=None: x).state_dict()
+            {'fake': None, 'fake_optimizer': None}
+        """
+        if self._pending is not None:
+            return self._pending
+        fake = None if self.fake is None else dict(self.fake.state_dict())
+        opt = None if self.fake_optimizer is None else self.fake_optimizer.state_dict()
+        return {"fake": fake, "fake_optimizer": opt}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; applied when the fake net is next used."""
+        self._pending = state if state["fake"] is not None else None
+        if self._pending is not None and self.fake is not None and self.fake_optimizer:
+            self._apply_pending()
+
+    def _apply_pending(self) -> None:
+        self.fake.load_state_dict(self._pending["fake"])
+        if self._pending["fake_optimizer"] is not None:
+            self.fake_optimizer.load_state_dict(self._pending["fake_optimizer"])
+        self._pending = None
 
     def _fake(self, ref: Tensor) -> nn.Module:
         """The fake net on ref's device with its optimizer, created on first use."""
@@ -384,6 +410,8 @@ class FreeFlowLoss:
         self.fake = self.fake.to(ref.device).train().requires_grad_(True)
         if self.fake_optimizer is None:
             self.fake_optimizer = torch.optim.Adam(self.fake.parameters(), lr=self.fake_lr)
+        if self._pending is not None:
+            self._apply_pending()
         return self.fake
 
     def _pairs(self, z: Tensor, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:

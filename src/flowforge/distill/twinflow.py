@@ -236,6 +236,27 @@ class TwinFlowLoss:
         )
         self.target: TwinNet | None = None
         self._decay_now = 0.0
+        self._pending: dict | None = None  # a loaded target, applied once the model is seen
+
+    def state_dict(self) -> dict:
+        """The EMA target's weights and warm-up position, for checkpoints (``train`` saves it).
+
+        Example:
+            >>> TwinFlowLoss().state_dict()
+            {'decay_now': 0.0, 'target': None}
+        """
+        target = None if self.target is None else dict(self.target.state_dict())
+        return {"decay_now": self._decay_now, "target": target}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict` (the target is rebuilt on the next call if not yet made)."""
+        self._decay_now = float(state["decay_now"])
+        if state["target"] is None:
+            self.target, self._pending = None, None
+        elif self.target is not None:
+            self.target.load_state_dict(state["target"])
+        else:
+            self._pending = state["target"]
 
     # -- pieces -----------------------------------------------------------------------------
     @torch.no_grad()
@@ -345,6 +366,9 @@ class TwinFlowLoss:
             )
         if self.target is None:
             self.target = copy.deepcopy(model).requires_grad_(False)
+            if self._pending is not None:
+                self.target.load_state_dict(self._pending)
+                self._pending = None
         if torch.is_grad_enabled():
             with torch.no_grad():
                 d = self._decay_now  # reference warm-up: 0, 0.495, 0.62, ... -> ema_decay

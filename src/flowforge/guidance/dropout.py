@@ -79,6 +79,9 @@ class ConditionDropout:
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p={p!r} must be a probability in [0, 1] (0.1 is common).")
         self.loss, self.p, self.null_value = loss, p, null_value
+        if callable(getattr(loss, "state_dict", None)):  # a stateful objective stays resumable
+            self.state_dict = loss.state_dict
+            self.load_state_dict = loss.load_state_dict
 
     def __call__(
         self,

@@ -213,6 +213,7 @@ def save_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     step: int,
     config_dict: dict,
+    objective_state: dict | None = None,
 ) -> None:
     """Write a complete checkpoint of ``step`` into ``run_dir`` (see the module docstring).
 
@@ -224,6 +225,9 @@ def save_checkpoint(
         optimizer, scheduler: their ``state_dict`` goes into ``trainer_state.pt``.
         step: number of optimizer steps taken.
         config_dict: plain dict of the run's configuration (``asdict(config)``).
+        objective_state: the objective's own ``state_dict()`` (tensors and plain values), for
+            objectives that keep state between steps (an EMA target network, an auxiliary
+            network and its optimizer), or None.
 
     Raises:
         OSError: the directory is not writable or the disk is full; the previous checkpoint in
@@ -251,6 +255,7 @@ def save_checkpoint(
         "ema_num_updates": ema.num_updates if isinstance(ema, EMA) else None,
         "rng": _rng_state(),
         "config": config_dict,
+        "objective": objective_state,
     }
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -396,6 +401,7 @@ def load_checkpoint(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     *,
     restore_rng: bool = False,
+    objective: object | None = None,
 ) -> int:
     """Load the checkpoint in ``run_dir`` into the given objects and return its step.
 
@@ -405,6 +411,8 @@ def load_checkpoint(
         ema: an :class:`EMA` or module receiving ``ema.safetensors`` (required to exist if given).
         optimizer, scheduler: receive their states from ``trainer_state.pt``.
         restore_rng: also restore the torch, CUDA, NumPy and Python global RNG states.
+        objective: receives the saved objective state through its ``load_state_dict`` (if it
+            has one and the checkpoint holds a state).
 
     Returns:
         The number of optimizer steps the checkpoint had taken.
@@ -457,6 +465,9 @@ def load_checkpoint(
         ) from e
     if restore_rng:
         _set_rng_state(state["rng"])
+    saved = state.get("objective")
+    if saved is not None and callable(getattr(objective, "load_state_dict", None)):
+        objective.load_state_dict(saved)
     return step
 
 

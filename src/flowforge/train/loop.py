@@ -255,7 +255,13 @@ def _train(
             has_ema = ema is not None and (run_dir / EMA_FILE).exists()
             # The checkpoint holds rank 0's RNG states only; the other ranks reseed theirs.
             start = load_checkpoint(
-                run_dir, raw, ema if has_ema else None, optimizer, scheduler, restore_rng=main
+                run_dir,
+                raw,
+                ema if has_ema else None,
+                optimizer,
+                scheduler,
+                restore_rng=main,
+                objective=objective,
             )
             if not main:
                 _seed_host_rngs(chunk_seed(config.seed, _HOST_RNG, start, R))
@@ -343,7 +349,16 @@ def _train(
                 log.write({"step": done, "eval": _run_eval(eval_hook, done, ema, raw)})
             ckpt_due = done % config.ckpt_every == 0 or done == config.steps
             if run_dir is not None and ckpt_due and main:
-                save_checkpoint(run_dir, raw, ema, optimizer, scheduler, done, config_dict)
+                save_checkpoint(
+                    run_dir,
+                    raw,
+                    ema,
+                    optimizer,
+                    scheduler,
+                    done,
+                    config_dict,
+                    objective_state=_objective_state(objective),
+                )
     finally:
         log.close()
     distributed.barrier()  # the final checkpoint exists before any rank returns
@@ -504,3 +519,9 @@ def _run_eval(
     if not isinstance(metrics, dict):
         raise TypeError(f"eval_hook returned {type(metrics).__name__}; return a dict of metrics.")
     return metrics
+
+
+def _objective_state(objective: Objective) -> dict | None:
+    """The objective's ``state_dict()`` when it keeps state between steps, else None."""
+    state_dict = getattr(objective, "state_dict", None)
+    return state_dict() if callable(state_dict) else None
