@@ -174,7 +174,10 @@ def train(
 
     Args:
         model: network; moved to the configured device.
-        objective: ``objective(model, x, cond, generator) -> (b,)`` per-example loss.
+        objective: ``objective(model, x, cond, generator) -> (b,)`` per-example loss. An
+            objective that keeps state between steps (an EMA target, an auxiliary network and
+            its optimizer) exposes ``state_dict()`` / ``load_state_dict(state)``; checkpoints
+            then hold that state and a resumed run restores it.
         data: a sampler ``data(n, generator) -> (x, labels_or_None)`` or a ``Dataset`` of ``x`` or
             ``(x, label)`` items (see :mod:`flowforge.train.data`).
         config: hyperparameters.
