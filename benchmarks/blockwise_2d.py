@@ -43,14 +43,16 @@ from flowforge.data.toy2d import eight_gaussians
 from flowforge.distill.blockwise import (
     BlockwiseField,
     BlockwiseLoss,
+    FeatureResidualLoss,
+    blockwise_sample,
+    segment_boundaries,
+)
+from flowforge.distill.blockwise_nets import (
     FeatureMLP,
     FeatureMLPConfig,
-    FeatureResidualLoss,
     SegmentMLP,
     SegmentMLPConfig,
-    blockwise_sample,
     random_feature_target,
-    segment_boundaries,
 )
 from flowforge.losses.fm import FlowMatchingLoss
 from flowforge.metrics.sliced import sliced_wasserstein

@@ -85,14 +85,16 @@ from torch import Tensor, nn  # noqa: E402
 
 from flowforge.data.digits import load_digits_tensor  # noqa: E402
 from flowforge.data.toy2d import eight_gaussians, moons  # noqa: E402
-from flowforge.distill.blockwise import (  # noqa: E402
+from flowforge.distill.blockwise import (
     BlockwiseField,
     BlockwiseLoss,
+    blockwise_sample,
+)
+from flowforge.distill.blockwise_nets import (
     FeatureMLP,
     FeatureMLPConfig,
     SegmentMLP,
     SegmentMLPConfig,
-    blockwise_sample,
     random_feature_target,
 )
 from flowforge.distill.flowturbo import (  # noqa: E402

@@ -9,17 +9,19 @@ from flowforge.data.toy2d import eight_gaussians
 from flowforge.distill.blockwise import (
     BlockwiseField,
     BlockwiseLoss,
-    FeatureMLP,
-    FeatureMLPConfig,
     FeatureResidualLoss,
-    SegmentMLP,
-    SegmentMLPConfig,
     blockwise_sample,
-    random_feature_target,
     segment_boundaries,
     segment_index,
     segment_times,
     split_sizes,
+)
+from flowforge.distill.blockwise_nets import (
+    FeatureMLP,
+    FeatureMLPConfig,
+    SegmentMLP,
+    SegmentMLPConfig,
+    random_feature_target,
 )
 from flowforge.metrics.sliced import sliced_wasserstein
 from flowforge.models.unet import UNetConfig, UNetField

@@ -33,11 +33,13 @@ from flowforge.cli.errors import ConfigError
 from flowforge.distill.blockwise import (
     BlockwiseField,
     BlockwiseLoss,
+    blockwise_sample,
+)
+from flowforge.distill.blockwise_nets import (
     FeatureMLP,
     FeatureMLPConfig,
     SegmentMLP,
     SegmentMLPConfig,
-    blockwise_sample,
 )
 from flowforge.distill.flowturbo import (
     MLPRefiner,

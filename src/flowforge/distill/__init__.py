@@ -9,17 +9,19 @@ from noise (t = 0) to data (t = 1). Two-time networks are the ordinary models wi
 from flowforge.distill.blockwise import (
     BlockwiseField,
     BlockwiseLoss,
-    FeatureMLP,
-    FeatureMLPConfig,
     FeatureResidualLoss,
-    SegmentMLP,
-    SegmentMLPConfig,
     blockwise_sample,
-    random_feature_target,
     segment_boundaries,
     segment_index,
     segment_times,
     split_sizes,
+)
+from flowforge.distill.blockwise_nets import (
+    FeatureMLP,
+    FeatureMLPConfig,
+    SegmentMLP,
+    SegmentMLPConfig,
+    random_feature_target,
 )
 from flowforge.distill.dispersive import (
     capture_features,
