@@ -140,6 +140,11 @@ def test_blockwise_nfe_must_fill_every_segment(tmp_path, teacher, capsys):
             "set eval.solvers=[fewstep]",
         ),
         (["--sample.solver=fewstep"], "a fm run uses ODE solvers"),
+        (
+            ["--method.objective=blockwise", "--sample.solver=fewstep", "--sample.guidance=2"]
+            + ["--data.conditional=true"],
+            "the few-step samplers apply no guidance",
+        ),
         (["--method.objective=freeflow", "--distill.teacher=nowhere"], "is not a run directory"),
     ],
 )
@@ -157,3 +162,10 @@ def test_a_teacher_must_be_a_flow_matching_run(tmp_path, teacher, capsys):
     argv += ["--method.objective=freeflow", f"--distill.teacher={blockwise}"]
     assert main(argv) == 2
     assert "the teacher must be a flow-matching run" in capsys.readouterr().err
+
+
+def test_class_conditional_few_step_run_samples_a_label(tmp_path, teacher):
+    run = _train(tmp_path, "meanflow", teacher, *FEWSTEP_ONLY, "--data.conditional=true")
+    out = tmp_path / "three.npy"
+    assert main(["sample", str(run), "--label", "3", "--n", "6", "--out", str(out)]) == 0
+    assert np.load(out).shape == (6, 2)

@@ -374,6 +374,12 @@ def validate(config: RunConfig) -> RunConfig:
                 f"{key} names 'fewstep', the sampler of the few-step methods (method.objective="
                 f"{'/'.join(FEW_STEP_OBJECTIVES)}); a {obj} run uses ODE solvers such as heun."
             )
+    if c.sample.solver == "fewstep" and c.sample.guidance != 1.0:
+        raise ConfigError(
+            f"sample.guidance={c.sample.guidance!r} with sample.solver=fewstep: the few-step "
+            "samplers apply no guidance at sampling time; set sample.guidance=1 (or sample a "
+            "reflow/blockwise run with an ODE solver, which applies CFG)."
+        )
     if c.eval.dopri5 and obj in NATIVE_ONLY_OBJECTIVES:
         raise ConfigError(f"eval.dopri5=true needs a velocity field; set it false for {obj}.")
     return c
