@@ -169,3 +169,25 @@ def test_class_conditional_few_step_run_samples_a_label(tmp_path, teacher):
     out = tmp_path / "three.npy"
     assert main(["sample", str(run), "--label", "3", "--n", "6", "--out", str(out)]) == 0
     assert np.load(out).shape == (6, 2)
+
+
+def test_meanflow_dispersive_weight_adds_the_regulariser():
+    # The dispersive term is one batch scalar lambda * L_disp(H) added to every example, so the
+    # per-example losses with and without it differ by the same positive-or-negative constant.
+    from flowforge.cli.build import build_data
+    from flowforge.cli.config import RunConfig
+    from flowforge.cli.fewstep import build_run_model, build_run_objective
+
+    losses = []
+    for weight in (0.0, 0.5):
+        cfg = RunConfig()
+        cfg.method.objective, cfg.model.time_embed_dim = "meanflow", 0
+        cfg.distill.dispersive_weight = weight
+        torch.manual_seed(0)
+        model = build_run_model(cfg, 2, 0)
+        loss, _ = build_run_objective(cfg, model, build_data(cfg.data), None, resumed=False)
+        x_1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
+        losses.append(loss(model, x_1, None, torch.Generator().manual_seed(2)).detach())
+    gap = losses[1] - losses[0]
+    assert gap.abs().min() > 1e-4
+    torch.testing.assert_close(gap, gap[:1].expand_as(gap), rtol=0, atol=1e-5)

@@ -293,8 +293,9 @@ def build_data(config: DataConfig) -> DataSource:
     return _array(config) if config.path is not None else _toy(config)
 
 
-def build_model(config: ModelConfig, dim: int, num_classes: int) -> MLPField:
-    """The MLP field for ``dim`` features and ``num_classes`` classes, in float32.
+def build_model(config: ModelConfig, dim: int, num_classes: int, n_times: int = 1) -> MLPField:
+    """The MLP field for ``dim`` features, ``num_classes`` classes and ``n_times`` time inputs
+    per example (2 for flow maps), in float32.
 
     Example:
         >>> build_model(ModelConfig(hidden=16, depth=2), dim=3, num_classes=0).net[0]
@@ -308,6 +309,7 @@ def build_model(config: ModelConfig, dim: int, num_classes: int) -> MLPField:
         num_classes=num_classes,
         class_embed_dim=config.class_embed_dim,
         activation=config.activation,
+        n_times=n_times,
     )
     return MLPField(mlp).float()
 

@@ -64,7 +64,9 @@ TimeSamplerName = Literal["uniform", "logit_normal", "mode", "cosmap", "u_shaped
 CouplingName = Literal["independent", "exact_ot", "sinkhorn"]
 SolverName = Literal["euler", "midpoint", "heun", "rk4", "dopri5", "fewstep"]
 FixedSolverName = Literal["euler", "midpoint", "heun", "rk4", "fewstep"]
-FIXED_SOLVERS: tuple[str, ...] = typing.get_args(FixedSolverName)[:-1]
+FIXED_SOLVERS: tuple[str, ...] = tuple(  # the ODE solvers ("fewstep" is a method's own)
+    s for s in typing.get_args(FixedSolverName) if s != "fewstep"
+)
 MetricName = Literal[
     "w2",
     "sliced_w2",

@@ -33,7 +33,7 @@ from flowforge.cli.config_io import (
     load_yaml,
     to_dict,
 )
-from flowforge.cli.fewstep import build_run_model, run_field
+from flowforge.cli.fewstep import build_run_model, fewstep_nfes, run_field
 from flowforge.cli.image_eval import evaluate_images, reconstruction_metrics
 from flowforge.cli.images import load_image_run
 from flowforge.metrics.floor import finite_sample_floor
@@ -89,7 +89,6 @@ def evaluate(
         "results": [{"solver", "nfe", metric: value, ...}, ...]}``.
     """
     e = config.eval
-    blockwise = config.method.objective == "blockwise"
     g = torch.Generator().manual_seed(e.seed)
     n = e.n_samples
     target = source.reference(n, g)  # (n, D) in data space
@@ -99,8 +98,15 @@ def evaluate(
     labels = None if labels is None else labels.to(device)
     K = source.num_classes
     fields = {s: run_field(model, config, K, run_dir, s) for s in {*e.solvers, "dopri5"}}
-    per_step = NFE_PER_STEP | {"fewstep": config.distill.segments if blockwise else 1}
-    jobs = [(solver, nfe) for solver in e.solvers for nfe in e.nfes if nfe % per_step[solver] == 0]
+    jobs = [
+        (solver, nfe)
+        for solver in e.solvers
+        for nfe in (
+            fewstep_nfes(config, e.nfes)
+            if solver == "fewstep"
+            else [n for n in e.nfes if n % NFE_PER_STEP[solver] == 0]
+        )
+    ]
     if e.dopri5:
         jobs.append(("dopri5", 0))
     floors = {
@@ -121,8 +127,6 @@ def evaluate(
             atol=config.sample.atol,
             rtol=config.sample.rtol,
         )
-        if any(r["solver"] == solver and r["nfe"] == used for r in results):
-            continue  # a sampler with a fixed cost (flowturbo's schedule) gave this row already
         x = source.to_data(x).float().cpu()
         row: dict = {"solver": solver, "nfe": int(used)}
         if not torch.isfinite(x).all():

@@ -28,7 +28,11 @@ from torch import Tensor, nn
 from flowforge.cli.build import DataSource, build_field, build_model, build_objective
 from flowforge.cli.config import RunConfig
 from flowforge.cli.config_io import load_yaml, save_yaml
-from flowforge.cli.distill_config import FEW_STEP_OBJECTIVES, TWO_TIME_OBJECTIVES
+from flowforge.cli.distill_config import (
+    FEW_STEP_OBJECTIVES,
+    TEACHER_OBJECTIVES,
+    TWO_TIME_OBJECTIVES,
+)
 from flowforge.cli.errors import ConfigError
 from flowforge.distill.blockwise import (
     BlockwiseField,
@@ -41,6 +45,7 @@ from flowforge.distill.blockwise_nets import (
     SegmentMLP,
     SegmentMLPConfig,
 )
+from flowforge.distill.dispersive import dispersive_infonce_l2
 from flowforge.distill.flowturbo import (
     MLPRefiner,
     MLPRefinerConfig,
@@ -60,7 +65,7 @@ from flowforge.distill.reflow import (
 from flowforge.distill.twinflow import TwinFlowLoss, twinflow_sample
 from flowforge.guidance.dropout import ConditionDropout
 from flowforge.losses.time_samplers import UShapedTime
-from flowforge.models.mlp import MLPConfig, MLPField
+from flowforge.models.mlp import MLPField
 from flowforge.train.checkpoint import CONFIG_FILE, load_weights
 from flowforge.typing import Field
 from flowforge.utils.io import atomic_path
@@ -71,6 +76,7 @@ __all__ = [
     "TEACHER_FILE",
     "build_run_model",
     "build_run_objective",
+    "fewstep_nfes",
     "load_teacher",
     "run_field",
 ]
@@ -78,6 +84,7 @@ __all__ = [
 TEACHER_FILE = "teacher.safetensors"
 TEACHER_CONFIG = "teacher.yaml"
 PAIRS_FILE = "reflow_pairs.safetensors"
+FEATURES = 16  # blockwise: width of the shared feature network's output h
 
 
 def build_run_model(config: RunConfig, dim: int, num_classes: int) -> nn.Module:
@@ -91,53 +98,24 @@ def build_run_model(config: RunConfig, dim: int, num_classes: int) -> nn.Module:
     """
     obj, m, d = config.method.objective, config.model, config.distill
     if obj in TWO_TIME_OBJECTIVES:
-        mlp = MLPConfig(
-            dim=dim,
-            hidden=m.hidden,
-            depth=m.depth,
-            time_embed_dim=m.time_embed_dim,
-            num_classes=num_classes,
-            class_embed_dim=m.class_embed_dim,
-            activation=m.activation,
-            n_times=2,
-        )
-        return MLPField(mlp).float()
+        return build_model(m, dim, num_classes, n_times=2)
+    shared = dict(  # the time, class and activation settings of every small network
+        dim=dim,
+        time_embed_dim=m.time_embed_dim,
+        num_classes=num_classes,
+        class_embed_dim=m.class_embed_dim,
+        activation=m.activation,
+    )
     if obj == "flowturbo":
-        refiner = MLPRefinerConfig(
-            dim=dim,
-            hidden=d.refiner_hidden,
-            depth=d.refiner_depth,
-            time_embed_dim=m.time_embed_dim,
-            num_classes=num_classes,
-            class_embed_dim=m.class_embed_dim,
-            activation=m.activation,
-        )
+        refiner = MLPRefinerConfig(hidden=d.refiner_hidden, depth=d.refiner_depth, **shared)
         return MLPRefiner(refiner).float()
     if obj == "blockwise":
-        features = 16 if d.segment_guidance else 0
-        segment = SegmentMLPConfig(
-            dim=dim,
-            hidden=m.hidden,
-            depth=m.depth,
-            time_embed_dim=m.time_embed_dim,
-            feature_dim=features,
-            num_classes=num_classes,
-            class_embed_dim=m.class_embed_dim,
-            activation=m.activation,
-        )
+        features = FEATURES if d.segment_guidance else 0
+        segment = SegmentMLPConfig(hidden=m.hidden, depth=m.depth, feature_dim=features, **shared)
         guidance = None
         if d.segment_guidance:
             guidance = FeatureMLP(
-                FeatureMLPConfig(
-                    dim=dim,
-                    out_dim=features,
-                    hidden=m.hidden,
-                    depth=m.depth,
-                    time_embed_dim=m.time_embed_dim,
-                    num_classes=num_classes,
-                    class_embed_dim=m.class_embed_dim,
-                    activation=m.activation,
-                )
+                FeatureMLPConfig(out_dim=features, hidden=m.hidden, depth=m.depth, **shared)
             )
         segments = [SegmentMLP(segment) for _ in range(d.segments)]
         return BlockwiseField(segments, guidance=guidance).float()
@@ -217,7 +195,7 @@ def build_run_objective(
     if obj not in FEW_STEP_OBJECTIVES:
         return build_objective(config.method, K), source.train
     teacher = None
-    if obj in ("reflow", "freeflow", "flowturbo"):
+    if obj in TEACHER_OBJECTIVES:
         teacher = run_teacher(config, run_dir, source.dim, K)
         if main and run_dir is not None and not (run_dir / TEACHER_FILE).is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -233,7 +211,15 @@ def build_run_objective(
             huber_c=config.method.huber_c,
         )
     elif obj == "meanflow":
-        loss = MeanFlowLoss(flow_map_ratio=d.flow_map_ratio, p=d.adaptive_p)
+        dispersive = {}
+        if d.dispersive_weight > 0:  # InfoNCE-L2 on the middle hidden layer's activations
+            middle = 2 * (config.model.depth // 2) + 1  # MLPField.net: [Linear, act] * depth
+            dispersive = dict(
+                dispersive=dispersive_infonce_l2,
+                dispersive_weight=d.dispersive_weight,
+                feature_modules=(f"net.{middle}",),
+            )
+        loss = MeanFlowLoss(flow_map_ratio=d.flow_map_ratio, p=d.adaptive_p, **dispersive)
     elif obj == "freeflow":
         loss = FreeFlowLoss(teacher, two_time_fraction=d.flow_map_ratio)
     elif obj == "twinflow":
@@ -269,6 +255,26 @@ def _reflow_pairs(
     if path is not None and main:
         pairs.save(path)
     return pairs
+
+
+def fewstep_nfes(config: RunConfig, nfes: list[int]) -> list[int]:
+    """The budgets out of ``nfes`` that the run's few-step sampler spends, each once.
+
+    FlowTurbo's cost is fixed by ``distill.schedule`` (its teacher calls); blockwise takes the
+    same number of steps in each of its segments.
+
+    Example:
+        >>> cfg = RunConfig()
+        >>> cfg.method.objective = "blockwise"
+        >>> fewstep_nfes(cfg, [1, 2, 4, 8])
+        [4, 8]
+    """
+    obj, d = config.method.objective, config.distill
+    if obj == "flowturbo":
+        return [flowturbo_nfe(d.schedule).predictor]
+    if obj == "blockwise":
+        return [n for n in nfes if n % d.segments == 0]
+    return list(nfes)
 
 
 @dataclass
