@@ -47,6 +47,35 @@ def config(grad_accum):
                        log_every=1, progress=False)
 
 
+def few_step_objectives(out):
+    # Two-time objectives under DDP: MeanFlow and FreeFlow take a JVP (run on the inner network,
+    # the wrapper cannot carry it), TwinFlow calls the model several times per step. FreeFlow's
+    # fake velocity net is trained by the objective outside DDP: each rank sees its own noise,
+    # so only gradient averaging keeps the ranks' copies equal. Every rank saves its weights.
+    from safetensors.torch import save_file
+    from flowforge.distill import FreeFlowLoss, MeanFlowLoss, TwinFlowLoss
+    from flowforge.distill.dispersive import dispersive_infonce_l2
+    from flowforge.models.mlp import MLPConfig, MLPField
+
+    def two_time():
+        torch.manual_seed(0)
+        return MLPField(MLPConfig(dim=2, hidden=16, depth=2, n_times=2, time_embed_dim=0))
+
+    torch.manual_seed(0)
+    teacher = MLPField(MLPConfig(dim=2, hidden=16, depth=1)).requires_grad_(False)
+    freeflow = FreeFlowLoss(teacher, corr_weight=0.5)
+    meanflow = MeanFlowLoss(dispersive=dispersive_infonce_l2, dispersive_weight=0.5,
+                            feature_modules=("net.3",))
+    R = distributed.rank()
+    objectives = {"meanflow": meanflow, "freeflow": freeflow, "twinflow": TwinFlowLoss()}
+    for name, loss in objectives.items():
+        result = train(two_time(), loss, sampler, config(1), f"{out}/{name}")
+        save_file(dict(result.model.state_dict()), f"{out}/{name}_rank{R}.safetensors")
+    state = {k: v.contiguous() for k, v in freeflow.fake.state_dict().items()}
+    save_file(state, f"{out}/fake_rank{R}.safetensors")
+    save_file(dict(teacher.state_dict()), f"{out}/teacher.safetensors")
+
+
 if __name__ == "__main__":
     torch.set_default_dtype(torch.float64)
     out = sys.argv[1]
@@ -54,6 +83,7 @@ if __name__ == "__main__":
     train(make_model(), objective, sampler, config(1), out + "/sampler")
     train(make_model(), objective, dataset(), config(1), out + "/dataset")
     train(make_model(), objective, sampler, config(2), out + "/no_sync")  # K = 2 ranks x 2
+    few_step_objectives(out)
 """
 
 
@@ -74,6 +104,17 @@ def test_two_gloo_ranks_equal_one_process_with_twice_the_grad_accum(tmp_path):
         [*cmd, str(script), str(tmp_path / "ddp")], env=env, capture_output=True, timeout=300
     )
     assert proc.returncode == 0, proc.stderr.decode()[-3000:]
+
+    out = tmp_path / "ddp"
+    for name in ("meanflow", "freeflow", "twinflow", "fake"):  # every rank holds the same nets
+        ranks = [load_file(out / f"{name}_rank{r}.safetensors") for r in (0, 1)]
+        assert ranks[0].keys() == ranks[1].keys()
+        for key in ranks[0]:
+            torch.testing.assert_close(ranks[0][key], ranks[1][key], rtol=0, atol=0)
+    start = load_file(out / "teacher.safetensors")  # the fake net's initial weights
+    assert any(
+        not torch.equal(load_file(out / "fake_rank0.safetensors")[k], start[k]) for k in start
+    )
 
     m = runpy.run_path(str(script))
     runs = [("sampler", m["sampler"], 2), ("dataset", m["dataset"](), 2)]

@@ -51,7 +51,15 @@ from flowforge.losses.distances import mse
 from flowforge.models.mlp import MLPConfig, MLPField
 from flowforge.models.unet import UNetConfig, UNetField
 from flowforge.typing import Field, TimeSampler
-from flowforge.utils import check_batch, check_choice, expand_like, randn_like_gen, wider_float
+from flowforge.utils import (
+    average_gradients,
+    check_batch,
+    check_choice,
+    expand_like,
+    randn_like_gen,
+    unwrap_ddp,
+    wider_float,
+)
 
 __all__ = [
     "FreeFlowLoss",
@@ -138,10 +146,18 @@ def prediction_target(
         (0.0, 0.0)
     """
 
-    def F_of_t(t_: Tensor) -> Tensor:
-        return model(x_s, _times(s, t_), cond)
+    inner = unwrap_ddp(model)
 
-    F, dF_dt = torch.func.jvp(F_of_t, (t,), (torch.ones_like(t),))  # card: jvp(F, (z, t), (0, 1))
+    def F_of_t(t_: Tensor) -> Tensor:
+        return inner(x_s, _times(s, t_), cond)
+
+    tangent = (torch.ones_like(t),)
+    if inner is model:
+        F, dF_dt = torch.func.jvp(F_of_t, (t,), tangent)  # card: jvp(F, (z, t), (0, 1))
+    else:  # DDP: the JVP runs on the inner network, F (with its gradient) on the wrapper
+        with torch.no_grad():
+            _, dF_dt = torch.func.jvp(F_of_t, (t,), tangent)
+        F = model(x_s, _times(s, t), cond)
     dF_dt = dF_dt.detach()
     with torch.no_grad():
         dt = expand_like(t - s, x_s)  # (B, 1, ..., 1)
@@ -469,6 +485,7 @@ class FreeFlowLoss:
                     fake_loss = fake_velocity_loss(fake, x_hat, tau, eps, cond).mean()
                     self.fake_optimizer.zero_grad(set_to_none=True)
                     fake_loss.backward()
+                    average_gradients(fake)  # one fake net across DDP ranks
                     self.fake_optimizer.step()
             tau = self.tau_min + (self.tau_max - self.tau_min) * torch.rand(B, **kw)
             eps = randn_like_gen(z, generator)

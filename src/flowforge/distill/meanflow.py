@@ -57,6 +57,7 @@ from flowforge.utils import (
     expand_like,
     per_example,
     randn_like_gen,
+    unwrap_ddp,
     wider_float,
 )
 
@@ -387,12 +388,12 @@ class MeanFlowLoss:
         if self.guidance is not None and cond is not None:
             cond, v = self._guide(model, x_t, t, v, cond, generator)
 
-        names = self.feature_modules
+        names, inner = self.feature_modules, unwrap_ddp(model)
 
         def u_fn(x: Tensor, t: Tensor, r: Tensor) -> Tensor | tuple[Tensor, list[Tensor]]:
             if not names:
                 return average_velocity(model, x, t, r, cond, self.time_inputs)
-            with capture_features(model, names) as feats:
+            with capture_features(inner, names) as feats:  # hooks on the inner network
                 u = average_velocity(model, x, t, r, cond, self.time_inputs)
                 missing = [n for n in names if n not in feats]
                 if missing:
@@ -402,7 +403,17 @@ class MeanFlowLoss:
                     )
                 return u, [feats[n] for n in names]
 
-        out = meanflow_target(u_fn, x_t, t, r, v, has_aux=bool(names))
+        if inner is model:
+            out = meanflow_target(u_fn, x_t, t, r, v, has_aux=bool(names))
+        else:  # DDP: the JVP runs on the inner network, u (with its gradient) on the wrapper
+
+            def u_inner(x: Tensor, t: Tensor, r: Tensor) -> Tensor:
+                return average_velocity(inner, x, t, r, cond, self.time_inputs)
+
+            with torch.no_grad():
+                _, u_tgt, dudt = meanflow_target(u_inner, x_t, t, r, v)
+            u = u_fn(x_t, t, r)
+            out = (u, u_tgt, dudt) if not names else (u[0], u_tgt, dudt, u[1])
         u, u_tgt = out[0], out[1]
         err = (u - u_tgt).square().flatten(1).sum(1)  # (B,), card: sum over dims
         loss = err / (err.detach() + self.c) ** self.p  # adaptive weighting, sg on the weight

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 from typing import Literal
 
 import torch
@@ -29,6 +30,8 @@ __all__ = [
     "barrier",
     "cleanup",
 ]
+
+_RELEASE_PAUSE_S = 0.2  # see cleanup()
 
 
 def init(backend: Literal["nccl", "gloo"] | None = None) -> bool:
@@ -103,6 +106,13 @@ def barrier() -> None:
 
 
 def cleanup() -> None:
-    """Leave the process group (a no-op when not distributed)."""
+    """Leave the process group (a no-op when not distributed).
+
+    Gloo's worker threads release a finished collective's tensors a moment after the caller
+    sees it complete; that release takes the GIL, and if the interpreter is already shutting
+    down the process aborts ("terminate called without an active exception"). A short pause
+    after leaving the group lets the workers finish while the interpreter is alive.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
+        time.sleep(_RELEASE_PAUSE_S)

@@ -7,6 +7,7 @@ from flowforge.utils.checks import (
     check_same_shape,
     check_time,
 )
+from flowforge.utils.ddp import average_gradients, unwrap_ddp
 from flowforge.utils.io import atomic_path, atomic_write
 from flowforge.utils.seed import make_generator, seed_everything
 from flowforge.utils.tensor import expand_like, per_example, randn_like_gen, wider_float
@@ -14,6 +15,7 @@ from flowforge.utils.tensor import expand_like, per_example, randn_like_gen, wid
 __all__ = [
     "atomic_path",
     "atomic_write",
+    "average_gradients",
     "check_batch",
     "check_choice",
     "check_finite",
@@ -24,5 +26,6 @@ __all__ = [
     "per_example",
     "randn_like_gen",
     "seed_everything",
+    "unwrap_ddp",
     "wider_float",
 ]
