@@ -276,3 +276,27 @@ def test_errors_are_clear(tmp_path):
     else:
         train(make_model(), objective, sampler, config(tensorboard=True), tmp_path)
         assert any((tmp_path / "tensorboard").iterdir())
+
+
+@pytest.mark.filterwarnings("ignore:resuming .* with steps changed")
+def test_ema_warmup_follows_its_decay_schedule_and_resumes(tmp_path):
+    # Update n uses d_n = min(d, (1 + n) / (10 + n)); with constant weights w after the first
+    # step the shadow is w + prod(d_n) (w0 - w). Here every step changes the weights, so the
+    # check replays the schedule on the saved model weights step by step.
+    cfg = dict(batch_size=16, lr=1e-2, ema_decay=0.999, ema_warmup=True, progress=False)
+    init = make_model()
+    w0 = [p.detach().clone() for p in init.parameters()]
+    weights, shadow = [], [w.clone() for w in w0]
+    for steps in (1, 2, 3):  # resume twice: the counter n comes back from the checkpoint
+        out = train(make_model(), objective, sampler, TrainConfig(steps=steps, **cfg), tmp_path)
+        weights.append([p.detach().clone() for p in out.model.parameters()])
+        n = steps - 1
+        d = min(0.999, (1 + n) / (10 + n))
+        shadow = [d * s + (1 - d) * w for s, w in zip(shadow, weights[-1], strict=True)]
+        for got, want in zip(out.ema.parameters(), shadow, strict=True):
+            torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    plain = train(
+        make_model(), objective, sampler, TrainConfig(steps=1, **{**cfg, "ema_warmup": False})
+    )
+    first = next(plain.ema.parameters())
+    torch.testing.assert_close(first, 0.999 * w0[0] + 0.001 * weights[0][0], rtol=0, atol=1e-6)

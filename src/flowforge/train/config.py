@@ -60,6 +60,11 @@ class TrainConfig:
     ema_decay: float = _help(
         "decay of the exponential moving average of weights; 0 disables", 0.999
     )
+    ema_warmup: bool = _help(
+        "EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n, so short runs forget the "
+        "initial weights",
+        False,
+    )
     seed: int = _help("seed of the data stream, the objective's noise and the initial RNG", 0)
     log_every: int = _help("steps between metrics.jsonl lines and progress-bar updates", 50)
     ckpt_every: int = _help("steps between checkpoints (a final one is always written)", 500)

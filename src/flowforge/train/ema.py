@@ -19,8 +19,8 @@ class EMA:
 
     With ``warmup=True`` the decay of update ``n`` (0-indexed) is ``min(d, (1 + n) / (10 + n))``,
     so early, mostly random weights are forgotten quickly (the schedule of
-    ``tf.train.ExponentialMovingAverage`` with ``num_updates``). ``train()`` uses the constant
-    decay.
+    ``tf.train.ExponentialMovingAverage`` with ``num_updates``). ``train()`` uses it with
+    ``TrainConfig(ema_warmup=True)``, else the constant decay.
 
     Args:
         model: the network to track; copied with ``copy.deepcopy`` (unwrap ``torch.compile`` and

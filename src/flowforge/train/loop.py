@@ -244,7 +244,7 @@ def _train(
     raw = model.to(device)
     float_dtypes = [p.dtype for p in raw.parameters() if p.is_floating_point()]
     x_dtype = float_dtypes[0] if float_dtypes else None
-    ema = EMA(raw, config.ema_decay) if config.ema_decay > 0 else None
+    ema = EMA(raw, config.ema_decay, warmup=config.ema_warmup) if config.ema_decay > 0 else None
     optimizer = make_optimizer(raw, config)
     scheduler = make_scheduler(optimizer, config)
 
@@ -270,7 +270,7 @@ def _train(
                 _seed_host_rngs(chunk_seed(config.seed, _HOST_RNG, start, R))
             _apply_optimizer_settings(optimizer, scheduler, config)
             if ema is not None and not has_ema:  # EMA switched on at resume: start from here
-                ema = EMA(raw, config.ema_decay)
+                ema = EMA(raw, config.ema_decay, warmup=config.ema_warmup)
             distributed.print0(f"resuming {run_dir} from step {start}")
     if W > 1:
         _check_same_step(start, device)
