@@ -191,3 +191,12 @@ def test_meanflow_dispersive_weight_adds_the_regulariser():
     gap = losses[1] - losses[0]
     assert gap.abs().min() > 1e-4
     torch.testing.assert_close(gap, gap[:1].expand_as(gap), rtol=0, atol=1e-5)
+
+
+def test_a_teacher_on_other_data_is_refused(tmp_path, teacher, capsys):
+    # Same dimension, so the weights would load: the data settings are compared instead.
+    argv = ["train", "toy2d_fm", f"--out-dir={tmp_path / 'r'}", *TINY, *ODE_AND_FEWSTEP]
+    argv += ["--method.objective=reflow", f"--distill.teacher={teacher}", "--data.name=moons"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "data.name='eight_gaussians' (this run: 'moons')" in err

@@ -139,6 +139,11 @@ class DataSource:
     std: list[float] | None
     reference: Callable[[int, torch.Generator | None], Tensor] | None = None
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one example in the model's space: ``(dim,)``."""
+        return (self.dim,)
+
     def to_data(self, x: Tensor) -> Tensor:
         """Undo the normalisation: model space -> data space."""
         if self.mean is None:

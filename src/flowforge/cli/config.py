@@ -163,6 +163,10 @@ class ModelConfig:
         default_factory=lambda: [1, 2], metadata=_help("unet: width multiplier per level")
     )
     attention: bool = field(default=True, metadata=_help("unet: self-attention in the middle"))
+    time_scale: float = field(
+        default=1000.0,
+        metadata=_help("unet/dit: factor on t before the sinusoids (two-time nets: e.g. 1)"),
+    )
     dropout: float = field(default=0.0, metadata=_help("unet: dropout in the ResBlocks"))
     patch_size: int = field(default=2, metadata=_help("dit: patch side"))
     heads: int = field(default=4, metadata=_help("dit: attention heads"))
@@ -361,7 +365,7 @@ def validate(config: RunConfig) -> RunConfig:
             "integer labels)."
         )
     _validate_images(c)
-    validate_distill(c.method.objective, c.distill, is_image_run(c))
+    validate_distill(c.method.objective, c.distill, is_image_run(c), c.data.channels)
     obj, few = c.method.objective, c.method.objective in FEW_STEP_OBJECTIVES
     solvers = {"sample.solver": [c.sample.solver], "eval.solvers": c.eval.solvers}
     for key, names in solvers.items():
@@ -460,8 +464,10 @@ def _validate_images(c: RunConfig) -> None:
         )
     if d.autoencoder is not None and (d.channels != "none" or obj != "fm"):
         raise ConfigError(
-            "data.autoencoder (latent flow matching) supports method.objective=fm with labels "
-            "or unconditional; set data.channels=none."
+            f"data.autoencoder={d.autoencoder!r} (latent flow matching) with "
+            f"method.objective={obj!r} and data.channels={d.channels!r}: latent runs train "
+            "method.objective=fm with labels or unconditional (data.channels=none); set those, "
+            "or drop data.autoencoder to train in pixel space."
         )
     if "accuracy" in c.eval.metrics and not d.conditional:
         raise ConfigError("eval.metrics 'accuracy' needs data.conditional=true (labels).")

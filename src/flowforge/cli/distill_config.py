@@ -79,22 +79,38 @@ class DistillConfig:
     )
 
 
-def validate_distill(objective: str, d: DistillConfig, image: bool) -> None:
+def validate_distill(
+    objective: str,
+    d: DistillConfig,
+    image: bool = False,
+    channels: str = "none",
+) -> None:
     """Raise ``ConfigError`` for few-step settings that cannot work.
+
+    Args:
+        objective: ``method.objective``.
+        d: the ``distill`` section.
+        image: whether the run trains on images; then ``channels`` is its ``data.channels``
+            (latent few-step runs are refused with the other latent settings).
 
     Example:
         >>> try:
-        ...     validate_distill("reflow", DistillConfig(teacher=None), image=False)
+        ...     validate_distill("reflow", DistillConfig(teacher=None))
         ... except ConfigError as e:
         ...     print(str(e)[:60])
         method.objective='reflow' distils a trained flow: set distil
     """
     if objective not in FEW_STEP_OBJECTIVES:
         return
-    if image:
+    if image and channels != "none":
         raise ConfigError(
-            f"method.objective={objective!r} runs on vector data (2-D toys, arrays) from the "
-            "command line; for images use the Python API (flowforge.distill)."
+            f"method.objective={objective!r} with data.channels={channels!r}: few-step image "
+            "runs take class labels or nothing; set data.channels=none."
+        )
+    if image and objective == "blockwise" and d.segment_guidance:
+        raise ConfigError(
+            "distill.segment_guidance=true: the shared feature network of blockwise runs is an "
+            "MLP for vector data; set distill.segment_guidance=false for images."
         )
     if objective in TEACHER_OBJECTIVES and d.teacher is None:
         raise ConfigError(

@@ -33,11 +33,10 @@ from flowforge.cli.config_io import (
     load_yaml,
     to_dict,
 )
-from flowforge.cli.fewstep import build_run_model, fewstep_nfes, run_field
+from flowforge.cli.fewstep import build_run_model, eval_jobs, run_field
 from flowforge.cli.image_eval import evaluate_images, reconstruction_metrics
 from flowforge.cli.images import load_image_run
 from flowforge.metrics.floor import finite_sample_floor
-from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.train import distributed
 from flowforge.train.checkpoint import CONFIG_FILE, checkpoint_step, load_weights
 from flowforge.utils.io import atomic_path
@@ -98,15 +97,7 @@ def evaluate(
     labels = None if labels is None else labels.to(device)
     K = source.num_classes
     fields = {s: run_field(model, config, K, run_dir, s) for s in {*e.solvers, "dopri5"}}
-    jobs = [
-        (solver, nfe)
-        for solver in e.solvers
-        for nfe in (
-            fewstep_nfes(config, e.nfes)
-            if solver == "fewstep"
-            else [n for n in e.nfes if n % NFE_PER_STEP[solver] == 0]
-        )
-    ]
+    jobs = eval_jobs(config)
     if e.dopri5:
         jobs.append(("dopri5", 0))
     floors = {

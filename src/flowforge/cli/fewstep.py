@@ -13,11 +13,17 @@ on its teacher's pairs) and the sampler used by ``sample.solver=fewstep``:
     blockwise   M segment MLPs (+ a shared feature network); NFE a multiple of M
 
 Teacher runs are copied into the run directory (``teacher.safetensors`` and
-``teacher.yaml``), so a distilled run keeps working when its teacher's directory is deleted.
+``teacher.yaml``), so a distilled run keeps working when its teacher's directory is deleted; a
+teacher must have been trained on the same data settings (``TEACHER_DATA_FIELDS``).
+
+The networks above are the vector (MLP) forms; image runs build theirs in
+``flowforge.cli.images`` (UNet/DiT with ``n_times=2``, segment UNets, a ``ConcatRefiner`` UNet)
+and share the objectives, teacher handling and samplers here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +32,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from flowforge.cli.build import DataSource, build_field, build_model, build_objective
-from flowforge.cli.config import RunConfig
+from flowforge.cli.config import DataConfig, RunConfig
 from flowforge.cli.config_io import load_yaml, save_yaml
 from flowforge.cli.distill_config import (
     FEW_STEP_OBJECTIVES,
@@ -65,7 +71,7 @@ from flowforge.distill.reflow import (
 from flowforge.distill.twinflow import TwinFlowLoss, twinflow_sample
 from flowforge.guidance.dropout import ConditionDropout
 from flowforge.losses.time_samplers import UShapedTime
-from flowforge.models.mlp import MLPField
+from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.train.checkpoint import CONFIG_FILE, load_weights
 from flowforge.typing import Field
 from flowforge.utils.io import atomic_path
@@ -76,9 +82,13 @@ __all__ = [
     "TEACHER_FILE",
     "build_run_model",
     "build_run_objective",
+    "eval_jobs",
     "fewstep_nfes",
     "load_teacher",
+    "middle_module",
     "run_field",
+    "run_teacher",
+    "vector_teacher",
 ]
 
 TEACHER_FILE = "teacher.safetensors"
@@ -122,10 +132,35 @@ def build_run_model(config: RunConfig, dim: int, num_classes: int) -> nn.Module:
     return build_model(m, dim, num_classes)
 
 
-def load_teacher(path: str | Path, dim: int, num_classes: int) -> MLPField:
+TeacherBuilder = Callable[[RunConfig], nn.Module]
+
+
+def vector_teacher(dim: int, num_classes: int) -> TeacherBuilder:
+    """Builds a vector run's teacher network (an MLP field) from the teacher's config."""
+    return lambda teacher_config: build_model(teacher_config.model, dim, num_classes)
+
+
+# the data settings a teacher and its student must share (n_train only sizes a training set)
+TEACHER_DATA_FIELDS = (
+    "name",
+    "path",
+    "image_size",
+    "channels",
+    "autoencoder",
+    "conditional",
+    "label_column",
+    "normalize",
+)
+
+
+def load_teacher(
+    path: str | Path, build: TeacherBuilder, data: DataConfig | None = None
+) -> nn.Module:
     """The EMA weights of a trained ``fm`` run (frozen, eval mode), checked against the data.
 
-    ``path`` is the teacher's run directory, or a distilled run holding a copy of its teacher.
+    ``path`` is the teacher's run directory, or a distilled run holding a copy of its teacher;
+    ``build(teacher_config)`` makes the untrained network (``vector_teacher`` for vector runs);
+    ``data``, the student's data settings, must match the teacher's (``TEACHER_DATA_FIELDS``).
 
     Raises:
         FileNotFoundError: ``path`` is not a run directory.
@@ -145,33 +180,44 @@ def load_teacher(path: str | Path, dim: int, num_classes: int) -> MLPField:
             f"distill.teacher={str(path)!r} is a {teacher_config.method.objective!r} run; the "
             "teacher must be a flow-matching run (method.objective=fm)."
         )
-    net = build_model(teacher_config.model, dim, num_classes)
-    if copy:
-        net.load_state_dict(load_file(str(run / TEACHER_FILE)))
-    else:
-        try:
-            load_weights(run, net, which="ema")
-        except RuntimeError as e:
+    if data is not None:
+        differ = [
+            f"data.{k}={getattr(teacher_config.data, k)!r} (this run: {getattr(data, k)!r})"
+            for k in TEACHER_DATA_FIELDS
+            if getattr(teacher_config.data, k) != getattr(data, k)
+        ]
+        if differ:
             raise ConfigError(
-                f"distill.teacher={str(path)!r} was trained on other data ({e}); distil a "
-                f"teacher trained on the same data ({dim} features, {num_classes} classes)."
-            ) from None
+                f"distill.teacher={str(path)!r} was trained on other data: "
+                f"{', '.join(differ)}; distil a teacher trained on the same data."
+            )
+    try:
+        net = build(teacher_config)
+        if copy:
+            net.load_state_dict(load_file(str(run / TEACHER_FILE)))
+        else:
+            load_weights(run, net, which="ema")
+    except (RuntimeError, ValueError) as e:
+        raise ConfigError(
+            f"distill.teacher={str(path)!r} was trained on other data ({e}); distil a "
+            "teacher trained on the same data (features or image shape, classes)."
+        ) from None
     return net.eval().requires_grad_(False)
 
 
-def _save_teacher(teacher: MLPField, teacher_dir: str, run_dir: Path) -> None:
+def _save_teacher(teacher: nn.Module, teacher_dir: str, run_dir: Path) -> None:
     with atomic_path(run_dir / TEACHER_FILE) as tmp:
         save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(tmp))
     save_yaml(load_yaml(Path(teacher_dir) / CONFIG_FILE), run_dir / TEACHER_CONFIG)
 
 
-def run_teacher(config: RunConfig, run_dir: Path | None, dim: int, num_classes: int) -> MLPField:
+def run_teacher(config: RunConfig, run_dir: Path | None, build: TeacherBuilder) -> nn.Module:
     """The teacher of a distilled run: its copy in ``run_dir``, else ``distill.teacher``."""
     if run_dir is not None and (run_dir / TEACHER_FILE).is_file():
-        return load_teacher(run_dir, dim, num_classes)
+        return load_teacher(run_dir, build, config.data)
     if config.distill.teacher is None:
         raise ConfigError(f"{run_dir} has no teacher copy and distill.teacher is not set.")
-    return load_teacher(config.distill.teacher, dim, num_classes)
+    return load_teacher(config.distill.teacher, build, config.data)
 
 
 def build_run_objective(
@@ -181,12 +227,15 @@ def build_run_objective(
     run_dir: Path | None,
     resumed: bool,
     main: bool = True,
+    build_teacher: TeacherBuilder | None = None,
 ):
     """The objective and training data of a run (few-step methods included).
 
     Teacher methods copy the teacher into ``run_dir`` (rank 0); reflow generates its pairs once
     (saved as ``reflow_pairs.safetensors`` and reused on resume) and starts the student from the
-    teacher's weights on a fresh run.
+    teacher's weights on a fresh run. ``source`` is a vector run's ``DataSource`` or an image
+    run's ``ImageData`` (anything with ``train``, ``shape``, ``num_classes`` and ``labels``);
+    ``build_teacher`` makes the teacher's network (default: the MLP of a vector run).
 
     Returns:
         ``(objective, data)`` for ``train(model, objective, data, ...)``.
@@ -196,7 +245,8 @@ def build_run_objective(
         return build_objective(config.method, K), source.train
     teacher = None
     if obj in TEACHER_OBJECTIVES:
-        teacher = run_teacher(config, run_dir, source.dim, K)
+        build = build_teacher or vector_teacher(source.shape[0], K)
+        teacher = run_teacher(config, run_dir, build)
         if main and run_dir is not None and not (run_dir / TEACHER_FILE).is_file():
             run_dir.mkdir(parents=True, exist_ok=True)
             _save_teacher(teacher, d.teacher, run_dir)
@@ -212,12 +262,11 @@ def build_run_objective(
         )
     elif obj == "meanflow":
         dispersive = {}
-        if d.dispersive_weight > 0:  # InfoNCE-L2 on the middle hidden layer's activations
-            middle = 2 * (config.model.depth // 2) + 1  # MLPField.net: [Linear, act] * depth
+        if d.dispersive_weight > 0:  # InfoNCE-L2 on the middle layer's activations
             dispersive = dict(
                 dispersive=dispersive_infonce_l2,
                 dispersive_weight=d.dispersive_weight,
-                feature_modules=(f"net.{middle}",),
+                feature_modules=(middle_module(config),),
             )
         loss = MeanFlowLoss(flow_map_ratio=d.flow_map_ratio, p=d.adaptive_p, **dispersive)
     elif obj == "freeflow":
@@ -233,6 +282,22 @@ def build_run_objective(
     return loss, data
 
 
+def middle_module(config: RunConfig) -> str:
+    """Name of the middle layer of the run's network (MeanFlow's dispersive loss reads it).
+
+    Example:
+        >>> cfg = RunConfig()
+        >>> middle_module(cfg)  # MLPField.net = [Linear, activation] * depth + [Linear]
+        'net.3'
+    """
+    m = config.model
+    if m.arch == "unet":
+        return "mid2"
+    if m.arch == "dit":
+        return f"blocks.{m.depth // 2}"
+    return f"net.{2 * (m.depth // 2) + 1}"
+
+
 def _reflow_pairs(
     config: RunConfig, teacher: Field, source: DataSource, run_dir: Path | None, main: bool
 ) -> ReflowPairs:
@@ -245,7 +310,7 @@ def _reflow_pairs(
     pairs = make_reflow_pairs(
         teacher,
         d.pairs,
-        (source.dim,),
+        tuple(source.shape),
         n_steps=d.teacher_nfe,
         solver="euler",
         cond=labels,
@@ -275,6 +340,28 @@ def fewstep_nfes(config: RunConfig, nfes: list[int]) -> list[int]:
     if obj == "blockwise":
         return [n for n in nfes if n % d.segments == 0]
     return list(nfes)
+
+
+def eval_jobs(config: RunConfig) -> list[tuple[str, int]]:
+    """The ``(solver, nfe)`` rows of an evaluation: ``eval.solvers`` x ``eval.nfes``, keeping
+    the budgets each solver spends exactly (``fewstep``: ``fewstep_nfes``).
+
+    Example:
+        >>> cfg = RunConfig()
+        >>> cfg.eval.solvers, cfg.eval.nfes = ["euler", "heun"], [1, 2]
+        >>> eval_jobs(cfg)
+        [('euler', 1), ('euler', 2), ('heun', 2)]
+    """
+    e = config.eval
+    return [
+        (solver, nfe)
+        for solver in e.solvers
+        for nfe in (
+            fewstep_nfes(config, e.nfes)
+            if solver == "fewstep"
+            else [n for n in e.nfes if n % NFE_PER_STEP[solver] == 0]
+        )
+    ]
 
 
 @dataclass
@@ -327,12 +414,12 @@ def run_field(
     run_dir: Path | None,
     solver: str,
 ) -> Field | FewStepSampler:
-    """What ``generate`` integrates for ``solver``: the (guided) field, or a ``FewStepSampler``."""
+    """What ``generate`` integrates for ``solver`` in a vector run: the (guided) field, or a
+    ``FewStepSampler``."""
     obj = config.method.objective
     if solver != "fewstep":
         return build_field(model, config.sample, num_classes)
     teacher = None
     if obj == "flowturbo":
-        dim = model.config.dim
-        teacher = run_teacher(config, run_dir, dim, num_classes)
+        teacher = run_teacher(config, run_dir, vector_teacher(model.config.dim, num_classes))
     return FewStepSampler(obj, model, teacher, config)

@@ -19,11 +19,11 @@ from tqdm.auto import tqdm
 
 from flowforge.cli import plots
 from flowforge.cli.config import RunConfig
+from flowforge.cli.fewstep import eval_jobs
 from flowforge.cli.images import ImageData, draw, segment
 from flowforge.metrics.frechet import frechet_distance
 from flowforge.metrics.images import class_accuracy, known_pixel_error, mean_iou, precision_recall
 from flowforge.models.classifier import ClassifierConfig, ImageClassifier, train_classifier
-from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.utils.io import atomic_path
 
 __all__ = [
@@ -120,9 +120,7 @@ def evaluate_images(
         floors["miou"] = 1.0
     if "known_error" in e.metrics:
         floors["known_error"] = 0.0
-    jobs = [
-        (solver, nfe) for solver in e.solvers for nfe in e.nfes if nfe % NFE_PER_STEP[solver] == 0
-    ]
+    jobs = eval_jobs(config)
     results = []
     bar = tqdm(jobs, desc="eval", unit="run", disable=not progress, leave=False)
     for solver, nfe in bar:

@@ -21,10 +21,14 @@ from torch.utils.data import TensorDataset
 from flowforge.cli.build import build_field, build_objective, generate
 from flowforge.cli.config import ConfigError, DataConfig, ModelConfig, RunConfig, SampleConfig
 from flowforge.cli.config_io import load_yaml
+from flowforge.cli.distill_config import TWO_TIME_OBJECTIVES
+from flowforge.cli.fewstep import FewStepSampler, run_teacher
 from flowforge.data.digits import load_digits_tensor
 from flowforge.data.images import load_image_folder
 from flowforge.data.masks import box_masks, inpainting_condition, paste_known
 from flowforge.data.shapes import make_shapes
+from flowforge.distill.blockwise import BlockwiseField
+from flowforge.distill.flowturbo import ConcatRefiner
 from flowforge.latent.autoencoder import AutoencoderConfig, AutoencoderLoss, ConvAutoencoder
 from flowforge.latent.codec import LatentCodec, encode_dataset
 from flowforge.losses.fm import FlowMatchingLoss
@@ -45,6 +49,7 @@ __all__ = [
     "Drawn",
     "CODEC_FILE",
     "load_image_run",
+    "load_image_teacher",
 ]
 
 CODEC_FILE = "codec.safetensors"  # the frozen autoencoder and latent statistics of an LFM run
@@ -67,6 +72,7 @@ class ImageData:
             channels for SymmFlow).
         codec: the latent codec (latent runs) or None.
         train: the training set in the flow's space, with its condition (labels or channels).
+        teacher: the frozen teacher of a flowturbo run (its sampler calls it), else None.
     """
 
     train_x: Tensor
@@ -81,6 +87,7 @@ class ImageData:
     shape: tuple[int, ...]
     codec: LatentCodec | None = None
     train: TensorDataset | None = field(default=None, repr=False)
+    teacher: nn.Module | None = field(default=None, repr=False)
 
     @property
     def image_shape(self) -> tuple[int, ...]:
@@ -266,6 +273,33 @@ def build_image_model(config: RunConfig, data: ImageData) -> nn.Module:
     m = config.model
     if m.arch == "autoencoder":
         return _build_autoencoder(m, data.image_shape).float()
+    obj = config.method.objective
+    if obj == "flowturbo":
+        return _build_image_refiner(config, data)
+    if obj == "blockwise":  # M networks of the model's architecture, one per time segment
+        return BlockwiseField(
+            lambda: _build_flow_net(config, data), config.distill.segments
+        ).float()
+    return _build_flow_net(config, data, n_times=2 if obj in TWO_TIME_OBJECTIVES else 1)
+
+
+def _build_image_refiner(config: RunConfig, data: ImageData) -> nn.Module:
+    """FlowTurbo's refiner on images: a small UNet on the state and velocity channels."""
+    C, d = data.shape[0], config.distill
+    unet = UNetConfig(
+        in_channels=2 * C,
+        out_channels=C,
+        base_channels=d.refiner_hidden,
+        channel_mults=(1,) * d.refiner_depth,
+        mid_attention=False,
+        num_classes=data.num_classes,
+        time_scale=config.model.time_scale,
+    )
+    return ConcatRefiner(UNetField(unet)).float()
+
+
+def _build_flow_net(config: RunConfig, data: ImageData, n_times: int = 1) -> nn.Module:
+    m = config.model
     C, H, W = data.shape
     extra = cond_channels(config, data)
     if m.arch == "unet":
@@ -283,6 +317,8 @@ def build_image_model(config: RunConfig, data: ImageData) -> nn.Module:
             mid_attention=m.attention,
             num_classes=data.num_classes,
             dropout=m.dropout,
+            n_times=n_times,
+            time_scale=m.time_scale,
         )
         return UNetField(unet).float()
     dit = DiTConfig(
@@ -294,6 +330,8 @@ def build_image_model(config: RunConfig, data: ImageData) -> nn.Module:
         depth=m.depth,
         heads=m.heads,
         num_classes=data.num_classes,
+        n_times=n_times,
+        time_scale=m.time_scale,
     )
     return DiTField(dit).float()
 
@@ -400,7 +438,10 @@ def draw(
         )
     if labels is None:
         labels = data.labels(n, generator)
-    field = build_field(model, sample, data.num_classes)
+    if solver == "fewstep":  # the few-step method's own sampler
+        field = FewStepSampler(config.method.objective, model, data.teacher, config)
+    else:
+        field = build_field(model, sample, data.num_classes)
     cond = None if labels is None else labels.to(device)
     x, used = generate(field, x_0, solver, nfe, cond=cond, **kwargs)
     return Drawn(images=data.decode(x).cpu(), nfe=used, labels=labels)
@@ -437,4 +478,12 @@ def load_image_run(run_dir: Path, config: RunConfig, which: str) -> tuple[ImageD
     data = build_image_data(config, None, codec=codec)
     model = build_image_model(config, data)
     load_weights(run_dir, model, which=which)
+    data.teacher = load_image_teacher(config, data, run_dir)
     return data, model.eval()
+
+
+def load_image_teacher(config: RunConfig, data: ImageData, run_dir: Path | None):
+    """The frozen teacher a run samples with (flowturbo), else None; from the run's copy."""
+    if config.method.objective != "flowturbo":
+        return None
+    return run_teacher(config, run_dir, lambda teacher: build_image_model(teacher, data))

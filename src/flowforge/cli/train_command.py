@@ -27,7 +27,7 @@ from flowforge.cli.config_io import (
     preset_path,
     to_dict,
 )
-from flowforge.cli.distill_config import NATIVE_ONLY_OBJECTIVES
+from flowforge.cli.distill_config import FEW_STEP_OBJECTIVES, NATIVE_ONLY_OBJECTIVES
 from flowforge.cli.eval_command import (
     METRICS_JSON,
     evaluate,
@@ -37,7 +37,12 @@ from flowforge.cli.eval_command import (
 )
 from flowforge.cli.fewstep import build_run_model, build_run_objective, run_field
 from flowforge.cli.image_eval import evaluate_images, picture_images, reconstruction_metrics
-from flowforge.cli.images import build_image_data, build_image_model, build_image_objective
+from flowforge.cli.images import (
+    build_image_data,
+    build_image_model,
+    build_image_objective,
+    load_image_teacher,
+)
 from flowforge.train import distributed
 from flowforge.train.checkpoint import CONFIG_FILE, checkpoint_step
 from flowforge.train.logging import METRICS_FILE
@@ -188,8 +193,16 @@ def _train_images(config: RunConfig, run_dir: Path, main: bool, evaluate: bool) 
         write_json(run_dir / DATA_INFO, {"kind": "image", "shape": list(data.shape)})
     seed_everything(config.train.seed)
     model = build_image_model(config, data)
-    objective = build_image_objective(config, data)
     resumed = checkpoint_step(run_dir) if run_dir.is_dir() else None
+    train_set = data.train
+    if config.method.objective in FEW_STEP_OBJECTIVES:
+        build = lambda teacher: build_image_model(teacher, data)  # noqa: E731
+        objective, train_set = build_run_objective(
+            config, model, data, run_dir, resumed is not None, main, build_teacher=build
+        )
+        data.teacher = load_image_teacher(config, data, run_dir if main else None)
+    else:
+        objective = build_image_objective(config, data)
     space = "latents " + "x".join(map(str, data.shape)) if data.codec is not None else "pixels"
     distributed.print0(
         f"{'continuing' if resumed is not None else 'training'} {config.name} in {run_dir}: "
@@ -199,7 +212,7 @@ def _train_images(config: RunConfig, run_dir: Path, main: bool, evaluate: bool) 
         f"{config.train.steps} (data ready in {time.perf_counter() - t0:.1f} s)"
     )
     t0 = time.perf_counter()
-    result = train(model, objective, data.train, config.train, run_dir, run_config=to_dict(config))
+    result = train(model, objective, train_set, config.train, run_dir, run_config=to_dict(config))
     distributed.print0(f"trained to step {result.step} in {time.perf_counter() - t0:.1f} s")
     if not (main and evaluate):
         return None
