@@ -14,7 +14,8 @@ two times) on the same data stream, with the recipe of its card-check benchmark:
                diverges with the teacher's scale-1000 sinusoidal time features),
                FreeFlowLoss(teacher) prediction only (the correction term did not help in
                benchmarks/freeflow_2d.py), data-free (x_1 is a NaN placeholder), lr 1e-3
-               cosine, EMA 0.999; freeflow_sample
+               cosine, EMA 0.999, 6000 steps (it is cheap: no data, one teacher call);
+               freeflow_sample
     twinflow   TwinFlowLoss() defaults (full tutorial form), lr 1e-3 cosine, EMA 0.999;
                twinflow_sample(style="few")
     flowturbo  MLPRefiner 1 x 64 beside the frozen teacher, RefinerLoss(max_delta=0.12), Adam 1e-2
@@ -43,12 +44,13 @@ divided by the teacher's training seconds; distilled methods also need the teach
 Digits (8 x 8 scikit-learn digits, 1438 training / 359 held-out, unconditional): teacher = FM
 ``UNetField`` (base 32, mults (1, 2), batch 128, Adam 1e-3 cosine, EMA 0.999); methods at a
 reduced budget: reflow (pairs from the 100-step Euler teacher, student initialised from it, lr
-1e-4), meanflow (two-time ``UNetField``, ``n_times=2``, EMA 0.999) and flowturbo (refiner
-``ConcatRefiner`` of a one-level UNet, base 16). On 2 CPU cores freeflow and twinflow (JVP,
-fake net, 5x an FM step) do not fit the budget; blockwise can be added with
-``--digits-methods``. FD in the features of a small classifier trained on the training
-digits (as ``flowforge.cli.image_eval``): all 359 held-out digits against 359 samples, mean of
-3 noise seeds; floor = 359 training digits against the held-out ones.
+1e-4), meanflow, freeflow (data-free, from the teacher; smooth time features, ``time_scale=1``:
+with 1000 its loss diverges) and twinflow (two-time ``UNetField``, ``n_times=2``, EMA 0.999),
+flowturbo (refiner ``ConcatRefiner`` of a one-level UNet, base 16) and blockwise (four base-16
+UNets); ``--digits-methods`` picks a subset. FD in the features of
+a small classifier trained on the training digits (as ``flowforge.cli.image_eval``): all 359
+held-out digits against 359 samples, mean of 3 noise seeds; floor = 359 training digits against
+the held-out ones.
 
 Targets (issue): at NFE 1 the best method reaches W2 <= 1.10 x floor on 8 gaussians and
 W2 <= 0.25 on moons; at NFE 2 on digits the best method's FD <= 1.3 x the 100-NFE teacher's FD.
@@ -140,6 +142,7 @@ TURBO = {1: "H0P0R1", 2: "H0P1R1", 4: "H1P2R2", 8: "H2P4R3"}
 N_DIRS = 512
 EVAL = {"n_w2": 2000, "repeats": 2, "fd_seeds": 3}  # --quick: 500 samples, 1 draw, 1 seed
 TARGET_8G, TARGET_MOONS, TARGET_DIGITS = 1.10, 0.25, 1.3
+DIGITS_METHODS = ("reflow", "meanflow", "freeflow", "twinflow", "flowturbo", "blockwise")
 ROOT = Path(__file__).resolve().parent
 
 
@@ -269,6 +272,7 @@ def build_bfm() -> BlockwiseField:
 
 def run_toy(name: str, steps: dict, seed: int) -> dict:
     """Train the teacher, the peer and every method on one 2-D dataset; return its results."""
+    torch.manual_seed(seed)  # every network below is built from this seed's stream
     data = toy_sampler(name)
 
     def batch(n: int) -> Callable:
@@ -407,6 +411,7 @@ def run_toy(name: str, steps: dict, seed: int) -> dict:
 # -------------------------------------------------------------------------------- digits part
 def run_digits(steps: dict, seed: int, methods: tuple[str, ...]) -> dict:
     """FM UNet teacher and the few-step methods on 8 x 8 digits; FD in classifier features."""
+    torch.manual_seed(seed)  # every network below is built from this seed's stream
     log = lambda s: print(f"[digits] {s}", flush=True)  # noqa: E731
     x_train, y_train = load_digits_tensor(8, "train", seed=0)
     x_test, _ = load_digits_tensor(8, "test", seed=0)
@@ -416,8 +421,9 @@ def run_digits(steps: dict, seed: int, methods: tuple[str, ...]) -> dict:
     def batch(g: torch.Generator) -> tuple[Tensor, None]:
         return x_train[torch.randint(len(x_train), (bs,), generator=g)], None
 
-    def unet(n_times: int = 1) -> UNetField:
-        return UNetField(UNetConfig(base_channels=32, channel_mults=(1, 2), n_times=n_times))
+    def unet(n_times: int = 1, time_scale: float = 1000.0) -> UNetField:
+        return UNetField(UNetConfig(base_channels=32, channel_mults=(1, 2), n_times=n_times,
+                                    time_scale=time_scale))  # fmt: skip
 
     secs: dict[str, float] = {}
     models: dict[str, nn.Module] = {}
@@ -445,6 +451,18 @@ def run_digits(steps: dict, seed: int, methods: tuple[str, ...]) -> dict:
             unet(2), MeanFlowLoss(), batch, steps["meanflow"], 1e-3, seed + 4, ema=0.999
         )  # fmt: skip
         log(f"meanflow {secs['meanflow']:.0f} s")
+    if "freeflow" in methods:  # data-free: the batch only sets the shape, never its values
+        nan = torch.full((bs, *shape), float("nan"))
+        models["freeflow"], secs["freeflow"] = fit(
+            unet(2, time_scale=1.0), FreeFlowLoss(teacher), lambda g: (nan, None),
+            steps["freeflow"], 1e-3, seed + 5, ema=0.999
+        )  # fmt: skip
+        log(f"freeflow {secs['freeflow']:.0f} s")
+    if "twinflow" in methods:
+        models["twinflow"], secs["twinflow"] = fit(
+            unet(2), TwinFlowLoss(), batch, steps["twinflow"], 1e-3, seed + 6, ema=0.999
+        )  # fmt: skip
+        log(f"twinflow {secs['twinflow']:.0f} s")
     if "flowturbo" in methods:
         net = UNetField(UNetConfig(in_channels=2, out_channels=1, base_channels=16,
                                    channel_mults=(1,), mid_attention=False))  # fmt: skip
@@ -501,6 +519,8 @@ def run_digits(steps: dict, seed: int, methods: tuple[str, ...]) -> dict:
     samplers = {
         "reflow": lambda x, k: reflow_sample(m["reflow"], x, k),
         "meanflow": lambda x, k: meanflow_sample(m["meanflow"], x, k),
+        "freeflow": lambda x, k: freeflow_sample(m["freeflow"], x, k),
+        "twinflow": lambda x, k: twinflow_sample(m["twinflow"], x, k),
         "flowturbo": lambda x, k: flowturbo_sample(teacher, m["flowturbo"], x, TURBO[k]),
         "blockwise": lambda x, k: blockwise_sample(m["blockwise"], x, k // 4),
     }
@@ -730,7 +750,7 @@ def main() -> int:
         "--report-only", action="store_true", help="rebuild the report from the cached parts"
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of every stream")
-    ap.add_argument("--digits-methods", default="reflow,meanflow,flowturbo",
+    ap.add_argument("--digits-methods", default=",".join(DIGITS_METHODS),
                     help="methods trained on digits (comma separated)")  # fmt: skip
     ap.add_argument("--out", default=None, help="report folder (default benchmarks/results)")
     args = ap.parse_args()
@@ -746,13 +766,13 @@ def main() -> int:
     if q:
         toy_steps = dict(teacher=600, pairs=4000, reflow=400, meanflow=300, freeflow=200,
                          twinflow=200, flowturbo=300, blockwise=300)  # fmt: skip
-        dig_steps = dict(teacher=60, pairs=256, reflow=30, meanflow=20, flowturbo=30,
-                         blockwise=30, classifier=100)  # fmt: skip
+        dig_steps = dict(teacher=60, pairs=256, reflow=30, meanflow=20, freeflow=20, twinflow=20,
+                         flowturbo=30, blockwise=30, classifier=100)  # fmt: skip
     else:
-        toy_steps = dict(teacher=4000, pairs=50_000, reflow=4000, meanflow=3000, freeflow=2000,
+        toy_steps = dict(teacher=4000, pairs=50_000, reflow=4000, meanflow=3000, freeflow=6000,
                          twinflow=2000, flowturbo=3000, blockwise=3000)  # fmt: skip
-        dig_steps = dict(teacher=1200, pairs=1500, reflow=500, meanflow=500, flowturbo=300,
-                         blockwise=1200, classifier=300)  # fmt: skip
+        dig_steps = dict(teacher=1200, pairs=1500, reflow=500, meanflow=500, freeflow=500,
+                         twinflow=500, flowturbo=300, blockwise=1200, classifier=300)  # fmt: skip
 
     if not (args.digits or args.report_only):
         t0 = time.perf_counter()
