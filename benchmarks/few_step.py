@@ -118,7 +118,8 @@ from flowforge.distill.reflow import (  # noqa: E402
     make_reflow_pairs,
     reflow_sample,
 )
-from flowforge.distill.twinflow import TwinFlowLoss, twinflow_sample  # noqa: E402
+from flowforge.distill.twinflow import TwinFlowLoss  # noqa: E402
+from flowforge.distill.twinflow_sampling import twinflow_sample  # noqa: E402
 from flowforge.losses.fm import FlowMatchingLoss  # noqa: E402
 from flowforge.metrics.floor import finite_sample_floor  # noqa: E402
 from flowforge.metrics.frechet import frechet_distance  # noqa: E402

@@ -45,13 +45,8 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.data.toy2d import eight_gaussians
-from flowforge.distill.freeflow import (
-    FreeFlowLoss,
-    correction_loss,
-    freeflow_sample,
-    student_from_teacher,
-    trajectory_residual,
-)
+from flowforge.distill.freeflow import FreeFlowLoss, freeflow_sample, student_from_teacher
+from flowforge.distill.freeflow_targets import correction_loss, trajectory_residual
 from flowforge.losses.fm import FlowMatchingLoss
 from flowforge.metrics.sliced import sliced_wasserstein
 from flowforge.models.mlp import MLPConfig, MLPField

@@ -37,7 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.data.toy2d import eight_gaussians, eight_gaussians_params
-from flowforge.distill.twinflow import TwinFlowLoss, twinflow_sample
+from flowforge.distill.twinflow import TwinFlowLoss
+from flowforge.distill.twinflow_sampling import twinflow_sample
 from flowforge.losses.distances import mse
 from flowforge.metrics.sliced import sliced_wasserstein
 from flowforge.models.mlp import MLPConfig, MLPField

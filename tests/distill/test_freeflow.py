@@ -8,13 +8,11 @@ import torch
 from torch import nn
 
 from flowforge.data.toy2d import eight_gaussians
-from flowforge.distill.freeflow import (
-    FreeFlowLoss,
+from flowforge.distill.freeflow import FreeFlowLoss, freeflow_sample, student_from_teacher
+from flowforge.distill.freeflow_targets import (
     correction_loss,
     freeflow_map,
-    freeflow_sample,
     prediction_target,
-    student_from_teacher,
     trajectory_residual,
 )
 from flowforge.losses.distances import mse

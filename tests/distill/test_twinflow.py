@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from flowforge.data.toy2d import eight_gaussians
-from flowforge.distill.twinflow import (
-    TwinFlowLoss,
+from flowforge.distill.twinflow import TwinFlowLoss
+from flowforge.distill.twinflow_sampling import (
     twin_delta,
     twin_endpoints,
     twinflow_sample,

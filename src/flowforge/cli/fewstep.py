@@ -68,7 +68,8 @@ from flowforge.distill.reflow import (
     make_reflow_pairs,
     reflow_sample,
 )
-from flowforge.distill.twinflow import TwinFlowLoss, twinflow_sample
+from flowforge.distill.twinflow import TwinFlowLoss
+from flowforge.distill.twinflow_sampling import twinflow_sample
 from flowforge.guidance.dropout import ConditionDropout
 from flowforge.losses.time_samplers import UShapedTime
 from flowforge.solvers.ode import NFE_PER_STEP

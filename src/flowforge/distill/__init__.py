@@ -45,14 +45,12 @@ from flowforge.distill.flowturbo import (
     pseudo_corrector_step,
     refiner_step,
 )
-from flowforge.distill.freeflow import (
-    FreeFlowLoss,
+from flowforge.distill.freeflow import FreeFlowLoss, freeflow_sample, student_from_teacher
+from flowforge.distill.freeflow_targets import (
     correction_loss,
     fake_velocity_loss,
     freeflow_map,
-    freeflow_sample,
     prediction_target,
-    student_from_teacher,
     trajectory_residual,
 )
 from flowforge.distill.meanflow import (
@@ -76,8 +74,8 @@ from flowforge.distill.reflow import (
     reflow_sample,
     straightness,
 )
-from flowforge.distill.twinflow import (
-    TwinFlowLoss,
+from flowforge.distill.twinflow import TwinFlowLoss
+from flowforge.distill.twinflow_sampling import (
     twin_delta,
     twin_endpoints,
     twinflow_sample,
