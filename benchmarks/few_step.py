@@ -1,4 +1,4 @@
-"""Few-step generation (issue 5): quality against NFE for every few-step method, the teacher and
+"""Few-step generation: quality against NFE for every few-step method, the teacher and
 the peers' best at equal NFE, on 8 gaussians, moons and digits, with each method's training cost.
 
 2-D (8 gaussians, moons). One flow-matching teacher per dataset (``MLPField`` 3 x 256 SiLU,
@@ -52,7 +52,7 @@ a small classifier trained on the training digits (as ``flowforge.cli.image_eval
 held-out digits against 359 samples, mean of 3 noise seeds; floor = 359 training digits against
 the held-out ones.
 
-Targets (issue): at NFE 1 the best method reaches W2 <= 1.10 x floor on 8 gaussians and
+Targets: at NFE 1 the best method reaches W2 <= 1.10 x floor on 8 gaussians and
 W2 <= 0.25 on moons; at NFE 2 on digits the best method's FD <= 1.3 x the 100-NFE teacher's FD.
 
 Run:
@@ -710,7 +710,7 @@ def plot(parts: dict, path: Path) -> None:
 def write_report(parts: dict, commands: dict, out: Path) -> list[tuple[str, bool]]:
     checks = targets(parts)
     lines = [
-        "# Few-step methods: quality against NFE (issue 5)",
+        "# Few-step methods: quality against NFE",
         "",
         f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, {platform.system()}, "
         f"torch {torch.__version__}, 1 thread  ",

@@ -812,7 +812,7 @@ def run_task(task: str, init: nn.Module, args: argparse.Namespace) -> dict:
 
 
 def summary(results: dict, args: argparse.Namespace) -> list[str]:
-    """The issue's targets, one line each, with the measured figures."""
+    """The benchmark's targets, one line each, with the measured figures."""
     lines = ["## Summary against the targets", ""]
     for task, res in results.items():
         fastest, ratios = paired_ratios(res["speed"]["same stream"])

@@ -22,7 +22,7 @@ def test_shapes(size):
 
 
 def test_learns_digits_and_is_deterministic():
-    # 200 Adam steps on 1200 digits, accuracy on the other 597. Measured: 95.6%; the issue's
+    # 200 Adam steps on 1200 digits, accuracy on the other 597. Measured: 95.6%; the required
     # threshold for the feature classifier is 90%.
     x, y = digits()
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
