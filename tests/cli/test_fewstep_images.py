@@ -18,19 +18,6 @@ import torch
 
 from flowforge.cli.main import main
 
-TINY = [
-    "--threads=1",
-    "--model.base_channels=8",
-    "--train.steps=3",
-    "--train.batch_size=16",
-    "--train.warmup_steps=0",
-    "--train.ema_decay=0",
-    "--train.progress=false",
-    "--train.ckpt_every=3",
-    "--sample.n=20",
-    "--eval.n_samples=40",
-    "--eval.classifier_steps=5",
-]
 DISTILL = ["--distill.pairs=32", "--distill.teacher_nfe=4", "--distill.refiner_hidden=8"]
 
 
@@ -39,20 +26,24 @@ def _metrics(run: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
+def teacher(tmp_path_factory, train_tiny) -> Path:
     run = tmp_path_factory.mktemp("fewstep_images") / "teacher"
     with torch.random.fork_rng():
         threads = torch.get_num_threads()
-        argv = ["train", "digits", f"--out-dir={run}", *TINY, "--eval.solvers=[euler]"]
-        assert main([*argv, "--eval.nfes=[2]"]) == 0
+        assert train_tiny("digits", run, "--eval.solvers=[euler]", "--eval.nfes=[2]") == 0
         torch.set_num_threads(threads)
     return run
 
 
-def _train(tmp_path: Path, preset: str, teacher: Path, *extra: str) -> Path:
-    run = tmp_path / preset
-    argv = ["train", preset, f"--out-dir={run}", *TINY, *DISTILL, f"--distill.teacher={teacher}"]
-    assert main([*argv, *extra]) == 0
+@pytest.fixture
+def distil(tmp_path, train_tiny):
+    """Train ``preset`` from ``teacher`` into tmp_path / preset (tiny) and return the run."""
+
+    def run(preset: str, teacher: Path, *extra: str) -> Path:
+        args = [*DISTILL, f"--distill.teacher={teacher}", *extra]
+        assert train_tiny(preset, tmp_path / preset, *args) == 0
+        return tmp_path / preset
+
     return run
 
 
@@ -68,8 +59,8 @@ def _train(tmp_path: Path, preset: str, teacher: Path, *extra: str) -> Path:
         ("digits_blockwise", {("euler", 1), ("euler", 2), ("euler", 4), ("fewstep", 4)}),
     ],
 )
-def test_each_digits_preset_trains_evaluates_and_samples(tmp_path, teacher, preset, rows):
-    run = _train(tmp_path, preset, teacher, "--eval.nfes=[1,2,4]")
+def test_each_digits_preset_trains_evaluates_and_samples(tmp_path, teacher, distil, preset, rows):
+    run = distil(preset, teacher, "--eval.nfes=[1,2,4]")
     m = _metrics(run)
     assert {(r["solver"], r["nfe"]) for r in m["results"]} == rows
     for r in m["results"]:
@@ -83,11 +74,11 @@ def test_each_digits_preset_trains_evaluates_and_samples(tmp_path, teacher, pres
     assert x.shape == (6, 1, 8, 8) and np.isfinite(x).all() and np.abs(x).max() <= 1
 
 
-def test_image_reflow_starts_from_the_teacher(tmp_path, teacher):
+def test_image_reflow_starts_from_the_teacher(tmp_path, teacher, distil):
     # One step at a negligible learning rate: the student is still the teacher, so Euler samples
     # of the two runs agree.
-    run = _train(
-        tmp_path, "digits_reflow", teacher, "--train.steps=1", "--train.lr=1e-12",
+    run = distil(
+        "digits_reflow", teacher, "--train.steps=1", "--train.lr=1e-12",
         "--eval.nfes=[2]",
     )  # fmt: skip
     a, b = tmp_path / "a.npy", tmp_path / "b.npy"
@@ -97,10 +88,10 @@ def test_image_reflow_starts_from_the_teacher(tmp_path, teacher):
     np.testing.assert_allclose(np.load(a), np.load(b), atol=1e-5)
 
 
-def test_image_flowturbo_outlives_its_teacher(tmp_path, teacher):
+def test_image_flowturbo_outlives_its_teacher(tmp_path, teacher, distil):
     copy = tmp_path / "teacher_copy"
     shutil.copytree(teacher, copy)
-    run = _train(tmp_path, "digits_flowturbo", copy)
+    run = distil("digits_flowturbo", copy)
     rows = _metrics(run)["results"]
     shutil.rmtree(copy)  # the run holds a copy of its teacher
     assert main(["eval", str(run)]) == 0
@@ -119,16 +110,14 @@ def test_image_flowturbo_outlives_its_teacher(tmp_path, teacher):
         ("digits_reflow", ["--distill.teacher=nowhere"], "is not a run directory"),
     ],
 )
-def test_bad_few_step_image_settings_are_named(tmp_path, capsys, preset, args, words):
-    argv = ["train", preset, f"--out-dir={tmp_path / 'r'}", *TINY, *args]
-    assert main(argv) == 2
+def test_bad_few_step_image_settings_are_named(tmp_path, capsys, train_tiny, preset, args, words):
+    assert train_tiny(preset, tmp_path / "r", *args) == 2
     assert words in capsys.readouterr().err
 
 
-def test_a_teacher_on_other_images_is_refused(tmp_path, teacher, capsys):
-    argv = ["train", "digits_freeflow", f"--out-dir={tmp_path / 'r'}", *TINY]
-    argv += [f"--distill.teacher={teacher}", "--data.image_size=16"]
-    assert main(argv) == 2
+def test_a_teacher_on_other_images_is_refused(tmp_path, teacher, train_tiny, capsys):
+    args = [f"--distill.teacher={teacher}", "--data.image_size=16"]
+    assert train_tiny("digits_freeflow", tmp_path / "r", *args) == 2
     assert "was trained on other data" in capsys.readouterr().err
 
 

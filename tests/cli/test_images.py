@@ -16,26 +16,17 @@ from PIL import Image
 
 from flowforge.cli.main import main
 
-TINY = [
-    "--threads=1",
-    "--model.base_channels=8",
-    "--train.steps=3",
-    "--train.batch_size=16",
-    "--train.warmup_steps=0",
-    "--train.ema_decay=0",
-    "--train.progress=false",
-    "--train.ckpt_every=3",
-    "--sample.n=20",
-    "--eval.nfes=2",
-    "--eval.n_samples=40",
-    "--eval.classifier_steps=5",
-]
 SHAPES = ["--data.n_train=64", "--eval.solvers=euler"]
 
 
-def _train(tmp_path: Path, preset: str, *extra: str) -> Path:
-    run = tmp_path / preset
-    assert main(["train", preset, f"--out-dir={run}", *TINY, *extra]) == 0
+@pytest.fixture
+def train(tmp_path, train_tiny):
+    """Train ``preset`` into tmp_path / preset (tiny, evaluated at NFE 2) and return the run."""
+
+    def run(preset: str, *extra: str) -> Path:
+        assert train_tiny(preset, tmp_path / preset, "--eval.nfes=2", *extra) == 0
+        return tmp_path / preset
+
     return run
 
 
@@ -43,8 +34,8 @@ def _metrics(run: Path) -> dict:
     return json.loads((run / "metrics.json").read_text())
 
 
-def test_digits_class_conditional_run(tmp_path, capsys):
-    run = _train(tmp_path, "digits", "--eval.solvers=heun")
+def test_digits_class_conditional_run(tmp_path, capsys, train):
+    run = train("digits", "--eval.solvers=heun")
     m = _metrics(run)
     for name in ("fd", "precision", "recall", "accuracy"):
         assert name in m["floors"] and name in m["results"][0]
@@ -63,8 +54,8 @@ def test_digits_class_conditional_run(tmp_path, capsys):
     assert (m["guidance"], m["guidance_method"], m["raag_alpha"]) == (1.0, "cfg", None)
 
 
-def test_inpainting_keeps_known_pixels_exactly(tmp_path):
-    run = _train(tmp_path, "shapes_inpaint", *SHAPES)
+def test_inpainting_keeps_known_pixels_exactly(tmp_path, train):
+    run = train("shapes_inpaint", *SHAPES)
     for row in _metrics(run)["results"]:
         assert row["known_error"] == 0.0  # pasted back: exact, whatever the model
         assert row["known_mse"] > 0.0  # the raw sample is the network's own (barely trained)
@@ -72,22 +63,22 @@ def test_inpainting_keeps_known_pixels_exactly(tmp_path):
     assert (run / "inpainting.png").is_file()
 
 
-def test_symmflow_run_segments_and_renders(tmp_path):
-    run = _train(tmp_path, "shapes_symmflow", *SHAPES, "--eval.nfes=1", "--sample.nfe=1")
+def test_symmflow_run_segments_and_renders(tmp_path, train):
+    run = train("shapes_symmflow", *SHAPES, "--eval.nfes=1", "--sample.nfe=1")
     row = _metrics(run)["results"][0]
     assert 0.0 <= row["miou"] <= 1.0 and 0.0 <= row["miou_generated"] <= 1.0
     assert (run / "mask_pairs.png").is_file()
 
 
-def test_mask_to_image_run(tmp_path):
-    run = _train(tmp_path, "shapes_mask2image", *SHAPES)
+def test_mask_to_image_run(tmp_path, train):
+    run = train("shapes_mask2image", *SHAPES)
     assert "fd" in _metrics(run)["results"][0] and (run / "mask_pairs.png").is_file()
 
 
-def test_latent_run_uses_its_saved_codec(tmp_path):
-    ae = _train(tmp_path, "digits_ae")
+def test_latent_run_uses_its_saved_codec(tmp_path, train, train_tiny):
+    ae = train("digits_ae")
     assert _metrics(ae)["reconstruction_mse"] > 0 and (ae / "reconstructions.png").is_file()
-    run = _train(tmp_path, "digits_latent", f"--data.autoencoder={ae}", "--eval.solvers=heun")
+    run = train("digits_latent", f"--data.autoencoder={ae}", "--eval.solvers=heun")
     assert (run / "codec.safetensors").is_file()
     first = _metrics(run)["results"]
     (ae / "model.safetensors").unlink()  # the latent run no longer needs the autoencoder run
@@ -101,20 +92,19 @@ def test_latent_run_uses_its_saved_codec(tmp_path):
     codec = (run / "codec.safetensors").read_bytes()
     extra = [f"--data.autoencoder={ae}", "--eval.solvers=heun", "--train.steps=5"]
     with pytest.warns(UserWarning, match="train.steps changed from 3 to 5"):
-        assert main(["train", "digits_latent", f"--out-dir={run}", *TINY, *extra]) == 0
+        assert train_tiny("digits_latent", run, "--eval.nfes=2", *extra) == 0
     assert (run / "codec.safetensors").read_bytes() == codec
     assert _metrics(run)["step"] == 5
 
 
-def test_folder_of_class_subfolders_trains(tmp_path):
+def test_folder_of_class_subfolders_trains(tmp_path, train):
     g = np.random.default_rng(0)
     for k in range(2):
         (tmp_path / "imgs" / f"class{k}").mkdir(parents=True)
         for i in range(40):
             pixels = (g.random((8, 8)) * 100 + 150 * k).astype(np.uint8)
             Image.fromarray(pixels, "L").save(tmp_path / "imgs" / f"class{k}" / f"{i}.png")
-    run = _train(
-        tmp_path,
+    run = train(
         "digits",
         f"--data.path={tmp_path / 'imgs'}",
         "--eval.solvers=heun",
@@ -136,29 +126,17 @@ def test_folder_of_class_subfolders_trains(tmp_path):
         (["--data.autoencoder=/nonexistent"], "is not a trained run directory"),
     ],
 )
-def test_image_config_errors(tmp_path, capsys, overrides, message):
-    assert main(["train", "digits", f"--out-dir={tmp_path / 'r'}", *TINY, *overrides]) == 2
+def test_image_config_errors(tmp_path, capsys, train_tiny, overrides, message):
+    assert train_tiny("digits", tmp_path / "r", "--eval.nfes=2", *overrides) == 2
     assert message in capsys.readouterr().err
 
 
-def test_folder_of_mixed_sizes_is_refused(tmp_path, capsys):
+def test_folder_of_mixed_sizes_is_refused(tmp_path, capsys, train_tiny):
     (tmp_path / "imgs").mkdir()
     Image.new("L", (8, 8)).save(tmp_path / "imgs" / "a.png")
     Image.new("L", (9, 9)).save(tmp_path / "imgs" / "b.png")
-    assert (
-        main(
-            [
-                "train",
-                "digits",
-                f"--out-dir={tmp_path / 'r'}",
-                f"--data.path={tmp_path / 'imgs'}",
-                "--data.image_size=null",
-                "--data.conditional=false",
-                "--eval.metrics=fd",
-                *TINY,
-            ]
-        )
-        == 2
-    )
+    overrides = [f"--data.path={tmp_path / 'imgs'}", "--data.image_size=null"]
+    overrides += ["--data.conditional=false", "--eval.metrics=fd"]
+    assert train_tiny("digits", tmp_path / "r", *overrides) == 2
     err = capsys.readouterr().err
     assert "a.png" in err and "b.png" in err, err

@@ -22,7 +22,7 @@ from flowforge.cli.build import build_field, build_objective, generate
 from flowforge.cli.config import ConfigError, DataConfig, ModelConfig, RunConfig, SampleConfig
 from flowforge.cli.config_io import load_yaml
 from flowforge.cli.distill_config import TWO_TIME_OBJECTIVES
-from flowforge.cli.fewstep import FewStepSampler, run_teacher
+from flowforge.cli.fewstep import FewStepSampler, TeacherBuilder, run_teacher
 from flowforge.data.digits import load_digits_tensor
 from flowforge.data.images import load_image_folder
 from flowforge.data.masks import box_masks, inpainting_condition, paste_known
@@ -48,6 +48,7 @@ __all__ = [
     "draw",
     "Drawn",
     "CODEC_FILE",
+    "image_teacher",
     "load_image_run",
     "load_image_teacher",
 ]
@@ -486,4 +487,9 @@ def load_image_teacher(config: RunConfig, data: ImageData, run_dir: Path | None)
     """The frozen teacher a run samples with (flowturbo), else None; from the run's copy."""
     if config.method.objective != "flowturbo":
         return None
-    return run_teacher(config, run_dir, lambda teacher: build_image_model(teacher, data))
+    return run_teacher(config, run_dir, image_teacher(data))
+
+
+def image_teacher(data: ImageData) -> TeacherBuilder:
+    """Builds an image run's teacher network (UNet/DiT) from the teacher's config."""
+    return lambda teacher_config: build_image_model(teacher_config, data)

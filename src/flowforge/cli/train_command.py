@@ -41,6 +41,7 @@ from flowforge.cli.images import (
     build_image_data,
     build_image_model,
     build_image_objective,
+    image_teacher,
     load_image_teacher,
 )
 from flowforge.train import distributed
@@ -196,9 +197,8 @@ def _train_images(config: RunConfig, run_dir: Path, main: bool, evaluate: bool) 
     resumed = checkpoint_step(run_dir) if run_dir.is_dir() else None
     train_set = data.train
     if config.method.objective in FEW_STEP_OBJECTIVES:
-        build = lambda teacher: build_image_model(teacher, data)  # noqa: E731
         objective, train_set = build_run_objective(
-            config, model, data, run_dir, resumed is not None, main, build_teacher=build
+            config, model, data, run_dir, resumed is not None, main, image_teacher(data)
         )
         data.teacher = load_image_teacher(config, data, run_dir if main else None)
     else:
