@@ -49,7 +49,7 @@ on the ``digits_meanflow`` preset), freeflow (data-free, from the teacher; ``tim
 with 1000 its loss diverges) and twinflow (two-time ``UNetField``, ``n_times=2``, EMA 0.999),
 flowturbo (refiner ``ConcatRefiner`` of a one-level UNet, base 16) and blockwise (four base-16
 UNets); ``--digits-methods`` picks a subset. FD in the features of
-a small classifier trained on the training digits (as ``flowforge.cli.image_eval``): all 359
+a small classifier trained on the training digits (as ``flowforge.recipes.image_eval``): all 359
 held-out digits against 359 samples, mean of 3 noise seeds; floor = 359 training digits against
 the held-out ones.
 
@@ -482,7 +482,7 @@ def run_digits(steps: dict, seed: int, methods: tuple[str, ...]) -> dict:
         )  # fmt: skip
         log(f"blockwise {secs['blockwise']:.0f} s")
 
-    # ---- evaluation in a classifier's feature space (as flowforge.cli.image_eval)
+    # ---- evaluation in a classifier's feature space (as flowforge.recipes.image_eval)
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     clf = ImageClassifier(ClassifierConfig(in_channels=1, num_classes=10, input_size=8))

@@ -3,7 +3,7 @@
 Card 11's claim, at image scale: ratio-aware adaptive guidance at few steps is no worse than a
 constant guidance scale at the same NFE. Given a trained class-conditional digits run (the
 ``digits`` preset: 8x8 UNet, CFG dropout 0.1), this evaluates its EMA network with
-``evaluate_images`` at NFE 4 and 8 for Euler and Heun and guidance w in {1, 1.5, 2, 3, 4}:
+the image evaluation at NFE 4 and 8 for Euler and Heun and guidance w in {1, 1.5, 2, 3, 4}:
 
     cfg    v = v_u + w (v_c - v_u)                                  (constant scale)
     raag   v = v_u + w_t (v_c - v_u),  w_t = 1 + (w - 1) exp(-alpha RATIO_t),
@@ -53,13 +53,13 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from scipy import stats  # noqa: E402
 
-from flowforge.cli.build import build_field, generate  # noqa: E402
-from flowforge.cli.config import RunConfig  # noqa: E402
-from flowforge.cli.config_io import apply_overrides, load_yaml, preset_path  # noqa: E402
-from flowforge.cli.eval_command import METRICS_JSON  # noqa: E402
-from flowforge.cli.image_eval import CLASSIFIER_FILE, evaluate_images  # noqa: E402
-from flowforge.cli.images import load_image_run  # noqa: E402
-from flowforge.cli.train_command import train_command  # noqa: E402
+from flowforge.recipes.base import guided_field, ode_sample  # noqa: E402
+from flowforge.recipes.config import RunConfig  # noqa: E402
+from flowforge.recipes.config_io import apply_overrides, load_yaml, preset_path  # noqa: E402
+from flowforge.recipes.fitting import fit  # noqa: E402
+from flowforge.recipes.image_eval import CLASSIFIER_FILE  # noqa: E402
+from flowforge.recipes.run import METRICS_JSON, load, set_threads  # noqa: E402
+from flowforge.recipes.table import recipe_for  # noqa: E402
 from flowforge.train.checkpoint import CONFIG_FILE  # noqa: E402
 
 NAME = "guidance_digits"
@@ -114,7 +114,7 @@ def prepare_run(args: argparse.Namespace, out: Path) -> Path:
             "--train.progress=false",
         ],
     )
-    train_command(config, run, evaluate=False)
+    fit(config, run_dir=run, evaluate=False)
     return run
 
 
@@ -139,7 +139,7 @@ def eval_config(base: RunConfig, args: argparse.Namespace, method: str, w: float
 def raag_weights(net, config: RunConfig, data, solver: str, nfe: int, seed: int) -> list[float]:
     """Median RAAG weight w_t over the batch at each network evaluation."""
     s = config.sample
-    raag = build_field(net, s, data.num_classes)
+    raag = guided_field(net, s, data.num_classes)
     medians: list[float] = []
 
     def field(x, t, cond):
@@ -151,7 +151,7 @@ def raag_weights(net, config: RunConfig, data, solver: str, nfe: int, seed: int)
     n = min(config.eval.n_samples, len(data.test_x))
     x_0 = torch.randn(n, *data.shape, generator=g)
     labels = data.labels(n, g)
-    generate(field, x_0, solver, nfe, cond=labels, time_shift=s.time_shift)
+    ode_sample(field, x_0, solver, nfe, labels, sample=s)
     return medians
 
 
@@ -276,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--run={run} is not class-conditional; guidance needs labels.", file=sys.stderr)
         return 2
     base = apply_overrides(base, [f"--threads={args.threads}"])
-    data, net = load_image_run(run, base, "ema")
+    loaded = load(run)
+    set_threads(args.threads)
+    data, net = loaded.data, loaded.net()
     alpha = args.alpha if args.alpha is not None else base.sample.raag_alpha
     print(f"evaluating {run} (step {base.train.steps}) in {out}; RAAG alpha {alpha:g}", flush=True)
 
@@ -287,14 +289,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     for w in args.weights:
         for method in METHODS:
-            if w == 1.0 and method == "raag":  # build_field returns the bare model at w = 1
+            if w == 1.0 and method == "raag":  # guided_field returns the bare model at w = 1
                 for solver in args.solvers:
                     for nfe in args.nfes:
                         table["raag", w, solver, nfe] = table["cfg", w, solver, nfe]
                 continue
             for seed in seeds:
                 config = eval_config(base, args, method, w, seed)
-                m = evaluate_images(net, data, config, out, progress=False)
+                m = recipe_for(config).evaluate(net, data, out, None, progress=False)
                 floors = m["floors"]
                 for r in m["results"]:
                     cell = table.setdefault((method, w, r["solver"], r["nfe"]), {})

@@ -8,10 +8,10 @@ same 16x16 scikit-learn digits, with the same batch, learning rate, warm-up and 
              digits_ae preset, trained first here; its wall-clock is charged to the latent
              model in the "latent + AE" column)
 
-Both are trained in segments (``train_command`` called again with a larger ``train.steps`` on
+Both are trained in segments (``fit`` called again with a larger ``train.steps`` on
 the same run directory; a resumed run continues exactly) and the segments of the two models are
 interleaved (pixel 1, latent 1, pixel 2, ...) so load from other processes hits both alike. Only
-the ``train_command`` calls are timed (they include building the data, ~1 s each: the latent
+the ``fit`` calls are timed (they include building the data, ~1 s each: the latent
 run refits its codec every call). After each segment the EMA network is evaluated: Frechet
 distance in the features of ONE feature classifier (trained once, copied into both run
 directories) between all held-out digits and as many samples (Heun, NFE 16, labels drawn with
@@ -24,7 +24,7 @@ warm-up (the cosine schedule is stretched to ``train.steps``, so segments would 
 one run) and EMA decay 0.99 (0.999 needs ~1500 steps to forget the initial weights, longer than
 the first segments). The autoencoder trains 1500 steps (``--ae-steps``; the preset's 3000 do
 not fit the time budget). The global RNG is seeded before every call so the latent run's
-codec, which ``train_command`` refits from posterior samples on each call, is the same in every
+codec, which ``fit`` refits from posterior samples on each call, is the same in every
 segment.
 
 Reported: (model, step, train seconds, FD) per segment; the FD both reach (the larger of the
@@ -53,17 +53,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
-from flowforge.cli.config import RunConfig  # noqa: E402
-from flowforge.cli.config_io import apply_overrides, load_yaml, preset_path  # noqa: E402
-from flowforge.cli.image_eval import (  # noqa: E402
-    CLASSIFIER_FILE,
-    evaluate_images,
-    feature_classifier,
-    reconstruction_metrics,
-)
-from flowforge.cli.images import CODEC_FILE, build_image_data, load_image_run  # noqa: E402
-from flowforge.cli.train_command import train_command  # noqa: E402
 from flowforge.metrics.frechet import frechet_distance  # noqa: E402
+from flowforge.recipes.config import RunConfig  # noqa: E402
+from flowforge.recipes.config_io import apply_overrides, load_yaml, preset_path  # noqa: E402
+from flowforge.recipes.fitting import fit  # noqa: E402
+from flowforge.recipes.image_eval import CLASSIFIER_FILE, feature_classifier  # noqa: E402
+from flowforge.recipes.images import CODEC_FILE, build_images  # noqa: E402
+from flowforge.recipes.run import load  # noqa: E402
+from flowforge.recipes.table import recipe_for  # noqa: E402
 
 NAME = "latent_vs_pixel"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -110,15 +107,21 @@ def timed_train(config: RunConfig, run_dir: Path, steps: int, seed: int) -> floa
     config = apply_overrides(config, [f"--train.steps={steps}"])
     torch.manual_seed(seed)  # the latent run refits its codec from posterior samples each call
     t0 = time.perf_counter()
-    train_command(config, run_dir, evaluate=False)
+    fit(config, run_dir=run_dir, evaluate=False)
     return time.perf_counter() - t0
+
+
+def load_image_run(run_dir: Path):
+    """(data, EMA network) of a trained run."""
+    run = load(run_dir)
+    return run.data, run.net()
 
 
 def fd_of(config: RunConfig, run_dir: Path, step: int) -> tuple[float, float]:
     """(FD of the EMA network at Heun NFE ``eval.nfes``, the train-vs-held-out floor)."""
     config = apply_overrides(config, [f"--train.steps={step}"])
-    data, net = load_image_run(run_dir, config, "ema")
-    m = evaluate_images(net, data, config, run_dir, step=step, progress=False)
+    data, net = load_image_run(run_dir)
+    m = recipe_for(config).evaluate(net, data, run_dir, step, progress=False)
     assert m["n_samples"] == len(data.test_x), "the FD must use every held-out digit"
     return float(m["results"][0]["fd"]), float(m["floors"]["fd"])
 
@@ -127,7 +130,7 @@ def fd_of(config: RunConfig, run_dir: Path, step: int) -> tuple[float, float]:
 def ae_floor(classifier, run_dir: Path, config: RunConfig) -> float:
     """FD between held-out digits and AE reconstructions of as many training digits, picked
     as ``evaluate_images`` picks the training digits of its floor."""
-    data, _ = load_image_run(run_dir, config, "ema")
+    data, _ = load_image_run(run_dir)
     n = len(data.test_x)
     idx = torch.randperm(len(data.train_x), generator=torch.Generator().manual_seed(
         config.eval.seed))[:n]  # fmt: skip
@@ -253,12 +256,14 @@ def main(argv: list[str] | None = None) -> int:
     # 1. The autoencoder (charged to the latent model).
     print(f"[ae] training {args.ae_steps} steps", flush=True)
     ae_seconds = timed_train(cfg["ae"], dirs["ae"], args.ae_steps, args.seed)
-    ae_data, ae_net = load_image_run(dirs["ae"], cfg["ae"], "ema")
-    ae_mse = reconstruction_metrics(ae_net, ae_data, args.ae_steps)["reconstruction_mse"]
+    ae_data, ae_net = load_image_run(dirs["ae"])
+    ae_mse = recipe_for(cfg["ae"]).evaluate(ae_net, ae_data, None, args.ae_steps)[
+        "reconstruction_mse"
+    ]
     print(f"[ae] {ae_seconds:.1f} s, held-out reconstruction MSE {ae_mse:.4f}", flush=True)
 
     # 2. One feature classifier for both FDs (same 16x16 training digits for both runs).
-    pixel_data = build_image_data(cfg["pixel"])
+    pixel_data = build_images(cfg["pixel"])
     t0 = time.perf_counter()
     classifier = feature_classifier(out, pixel_data, args.classifier_steps, cfg["pixel"].eval.seed)
     print(f"[classifier] trained in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -287,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     # 4. Summary.
     params = {}
     for name in MODELS:
-        data, net = load_image_run(dirs[name], cfg[name], "ema")
+        data, net = load_image_run(dirs[name])
         params[name] = (sum(p.numel() for p in net.parameters()), "x".join(map(str, data.shape)))
     floor_ae = ae_floor(classifier, dirs["latent"], cfg["latent"])
     target = max(rows["pixel"][-1]["fd"], rows["latent"][-1]["fd"])

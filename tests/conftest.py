@@ -1,11 +1,18 @@
 """Test options: ``--device``, ``--dtype`` (float64 by default), ``--threads``; fixed seeds.
 
+Two tiny trained runs are shared by the tests of the command line and of the recipes
+(``vector_run``: toy2d_cond after 40 steps; ``image_run``: digits after 3 steps), and
+``train_tiny`` trains an image preset at a size that takes seconds.
+
 The suite's networks and statistical checks are many small tensor ops, for which intra-op
 threads add overhead rather than speed (measured: a 400-step toy training loop took 97 s with two
 threads on a busy 2-core machine and 2 s with one), so tests run single-threaded by default.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,3 +48,70 @@ def _seed_and_dtype(request: pytest.FixtureRequest):
     torch.set_default_dtype(getattr(torch, request.config.getoption("--dtype")))
     yield
     torch.set_default_dtype(previous)
+
+
+TINY_VECTORS = [
+    "--threads=1",
+    "--model.hidden=32",
+    "--model.depth=2",
+    "--train.steps=40",
+    "--train.batch_size=64",
+    "--train.warmup_steps=0",
+    "--train.ema_decay=0.9",
+    "--train.progress=false",
+    "--train.ckpt_every=40",
+    "--sample.n=100",
+    "--eval.n_samples=100",
+    "--eval.floor_repeats=1",
+    "--eval.nfes=2,4",
+    "--eval.solvers=euler",
+    "--eval.dopri5=false",
+]
+TINY_IMAGE_RUN = [  # an image preset at a size that takes seconds
+    "--threads=1",
+    "--model.base_channels=8",
+    "--train.steps=3",
+    "--train.batch_size=16",
+    "--train.warmup_steps=0",
+    "--train.ema_decay=0",
+    "--train.progress=false",
+    "--train.ckpt_every=3",
+    "--sample.n=20",
+    "--eval.n_samples=40",
+    "--eval.classifier_steps=5",
+]
+
+
+def _train(out: Path, preset: str, *args: str) -> Path:
+    from flowforge.cli.main import main
+
+    with torch.random.fork_rng():
+        threads = torch.get_num_threads()
+        assert main(["train", preset, f"--out-dir={out}", *args]) == 0
+        torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vector_run(tmp_path_factory) -> Path:
+    """toy2d_cond (8 classes) after 40 steps."""
+    return _train(tmp_path_factory.mktemp("recipes") / "cond", "toy2d_cond", *TINY_VECTORS)
+
+
+@pytest.fixture(scope="session")
+def train_tiny() -> Callable[..., int]:
+    """``train_tiny(preset, out_dir, *overrides)``: the exit code of a tiny ``flowforge train``
+    of an image preset."""
+    from flowforge.cli.main import main
+
+    def train(preset: str, out_dir: Path, *overrides: str) -> int:
+        return main(["train", preset, f"--out-dir={out_dir}", *TINY_IMAGE_RUN, *overrides])
+
+    return train
+
+
+@pytest.fixture(scope="session")
+def image_run(tmp_path_factory) -> Path:
+    """digits (10 classes, 8x8) after 3 steps, evaluated at Euler NFE 2."""
+    out = tmp_path_factory.mktemp("recipes") / "digits"
+    return _train(out, "digits", *TINY_IMAGE_RUN, "--eval.nfes=2", "--eval.solvers=euler")

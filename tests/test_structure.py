@@ -16,7 +16,8 @@ LAYER = {
     "losses": 2, "solvers": 2, "guidance": 2, "nf": 2, "latent": 2, "gfn": 2, "discrete": 2,
     "distill": 3, "finetune": 3, "inverse": 3, "science": 3,
     "train": 4,
-    "cli": 5,
+    "recipes": 5,
+    "cli": 6,
 }  # fmt: skip
 EXEMPT = {"__init__", "__main__", "configs"}
 

@@ -38,3 +38,21 @@ def test_readme_snippet_runs():
     namespace: dict = {}
     exec(compile(code.replace("range(2000)", "range(20)"), "README.md", "exec"), namespace)
     assert namespace["x"].shape == (2000, 2) and torch.isfinite(namespace["x"]).all()
+
+
+def test_readme_run_snippet_runs(tmp_path, monkeypatch):
+    """The README's block on trained runs runs as printed (5 steps instead of 500, fewer
+    samples and evaluation rows)."""
+    readme = (QUICKSTART.parents[1] / "README.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", readme, re.S)[1]
+    assert "flowforge.load(" in code and '"train.steps=500"' in code
+    quick = ["train.steps=5", "train.warmup_steps=0", "train.progress=false", "threads=1"]
+    quick += ["eval.n_samples=100", "eval.floor_repeats=1", "eval.dopri5=false", "sample.n=100"]
+    code = code.replace('"train.steps=500"', ", ".join(f'"{o}"' for o in quick))
+    monkeypatch.chdir(tmp_path)
+    torch.set_default_dtype(torch.float32)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["x"].shape == (1000, 2) and torch.isfinite(namespace["x"]).all()
+    rows = {(r["solver"], r["nfe"]) for r in namespace["metrics"]["results"]}
+    assert {("euler", 4), ("euler", 8), ("heun", 4), ("heun", 8)} <= rows

@@ -28,9 +28,10 @@ TINY = [
     "--eval.n_samples=100",
     "--eval.floor_repeats=1",
     "--sample.n=50",
-    "--distill.pairs=256",
-    "--distill.teacher_nfe=8",
 ]
+# each method's own keys: reflow's pairs, and the teacher of the distilling methods
+PAIRS = ["--method.pairs=256", "--method.teacher_nfe=8"]
+TEACHER_METHODS = ("reflow", "freeflow", "flowturbo")
 ODE_AND_FEWSTEP = ["--sample.solver=fewstep", "--eval.solvers=[euler,fewstep]", "--eval.nfes=[4]"]
 FEWSTEP_ONLY = [
     "--sample.solver=fewstep",
@@ -57,13 +58,15 @@ def teacher(tmp_path_factory) -> Path:
 
 def _train(tmp_path: Path, objective: str, teacher: Path, *extra: str) -> Path:
     run = tmp_path / objective
+    own = [f"--method.teacher={teacher}"] * (objective in TEACHER_METHODS)
+    own += PAIRS * (objective == "reflow")
     argv = [
         "train",
         "toy2d_fm",
         f"--name={objective}",
         f"--out-dir={run}",
-        f"--method.objective={objective}",
-        f"--distill.teacher={teacher}",
+        f"--method.name={objective}",
+        *own,
         *TINY,
         *extra,
     ]
@@ -116,7 +119,7 @@ def test_reflow_starts_from_the_teacher_and_keeps_its_pairs(tmp_path, teacher):
 def test_flowturbo_reports_its_schedule_cost_and_outlives_its_teacher(tmp_path, teacher):
     copy = tmp_path / "teacher_copy"
     shutil.copytree(teacher, copy)
-    run = _train(tmp_path, "flowturbo", copy, *FEWSTEP_ONLY, "--distill.schedule=H1P2R1")
+    run = _train(tmp_path, "flowturbo", copy, *FEWSTEP_ONLY, "--method.schedule=H1P2R1")
     rows = _metrics(run)["results"]
     assert [(r["solver"], r["nfe"]) for r in rows] == [("fewstep", 4)]  # 2a + b teacher calls
     shutil.rmtree(copy)  # the run holds a copy of its teacher
@@ -127,25 +130,25 @@ def test_flowturbo_reports_its_schedule_cost_and_outlives_its_teacher(tmp_path, 
 def test_blockwise_nfe_must_fill_every_segment(tmp_path, teacher, capsys):
     run = _train(tmp_path, "blockwise", teacher, *ODE_AND_FEWSTEP)
     assert main(["sample", str(run), "--nfe", "6", "--out", str(tmp_path / "x.npy")]) == 2
-    assert "nfe=6 is not a multiple of distill.segments=4" in capsys.readouterr().err
+    assert "nfe=6 is not a multiple of method.segments=4" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--method.objective=reflow"], "set distill.teacher=RUN_DIR"),
-        (["--method.objective=meanflow"], "set sample.solver=fewstep"),
+        (["--method.name=reflow"], "set method.teacher=RUN_DIR"),
+        (["--method.name=meanflow"], "set sample.solver=fewstep"),
         (
-            ["--method.objective=meanflow", "--sample.solver=fewstep"],
+            ["--method.name=meanflow", "--sample.solver=fewstep"],
             "set eval.solvers=[fewstep]",
         ),
         (["--sample.solver=fewstep"], "a fm run uses ODE solvers"),
         (
-            ["--method.objective=blockwise", "--sample.solver=fewstep", "--sample.guidance=2"]
+            ["--method.name=blockwise", "--sample.solver=fewstep", "--sample.guidance=2"]
             + ["--data.conditional=true"],
             "the few-step samplers apply no guidance",
         ),
-        (["--method.objective=freeflow", "--distill.teacher=nowhere"], "is not a run directory"),
+        (["--method.name=freeflow", "--method.teacher=nowhere"], "is not a run directory"),
     ],
 )
 def test_bad_few_step_settings_are_named(tmp_path, capsys, args, words):
@@ -159,7 +162,7 @@ def test_bad_few_step_settings_are_named(tmp_path, capsys, args, words):
 def test_a_teacher_must_be_a_flow_matching_run(tmp_path, teacher, capsys):
     blockwise = _train(tmp_path, "blockwise", teacher, *ODE_AND_FEWSTEP)
     argv = ["train", "toy2d_fm", f"--out-dir={tmp_path / 'r'}", *TINY, *FEWSTEP_ONLY]
-    argv += ["--method.objective=freeflow", f"--distill.teacher={blockwise}"]
+    argv += ["--method.name=freeflow", f"--method.teacher={blockwise}"]
     assert main(argv) == 2
     assert "the teacher must be a flow-matching run" in capsys.readouterr().err
 
@@ -174,18 +177,20 @@ def test_class_conditional_few_step_run_samples_a_label(tmp_path, teacher):
 def test_meanflow_dispersive_weight_adds_the_regulariser():
     # The dispersive term is one batch scalar lambda * L_disp(H) added to every example, so the
     # per-example losses with and without it differ by the same positive-or-negative constant.
-    from flowforge.cli.build import build_data
-    from flowforge.cli.config import RunConfig
-    from flowforge.cli.fewstep import build_run_model, build_run_objective
+    from flowforge.recipes.base import TrainContext
+    from flowforge.recipes.config import RunConfig
+    from flowforge.recipes.config_io import apply_overrides
+    from flowforge.recipes.table import recipe_for
+    from flowforge.recipes.vectors import build_vectors
 
     losses = []
     for weight in (0.0, 0.5):
-        cfg = RunConfig()
-        cfg.method.objective, cfg.model.time_embed_dim = "meanflow", 0
-        cfg.distill.dispersive_weight = weight
+        cfg = apply_overrides(RunConfig(), ["method.name=meanflow", "model.time_embed_dim=0"])
+        cfg.method.dispersive_weight = weight
+        recipe, data = recipe_for(cfg), build_vectors(cfg.data)
         torch.manual_seed(0)
-        model = build_run_model(cfg, 2, 0)
-        loss, _ = build_run_objective(cfg, model, build_data(cfg.data), None, resumed=False)
+        model = recipe.build_model(data)
+        loss = recipe.training(model, data, TrainContext()).objective
         x_1 = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float32)
         losses.append(loss(model, x_1, None, torch.Generator().manual_seed(2)).detach())
     gap = losses[1] - losses[0]
@@ -196,7 +201,7 @@ def test_meanflow_dispersive_weight_adds_the_regulariser():
 def test_a_teacher_on_other_data_is_refused(tmp_path, teacher, capsys):
     # Same dimension, so the weights would load: the data settings are compared instead.
     argv = ["train", "toy2d_fm", f"--out-dir={tmp_path / 'r'}", *TINY, *ODE_AND_FEWSTEP]
-    argv += ["--method.objective=reflow", f"--distill.teacher={teacher}", "--data.name=moons"]
+    argv += ["--method.name=reflow", f"--method.teacher={teacher}", "--data.name=moons", *PAIRS]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "data.name='eight_gaussians' (this run: 'moons')" in err

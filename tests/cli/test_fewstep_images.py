@@ -18,7 +18,12 @@ import torch
 
 from flowforge.cli.main import main
 
-DISTILL = ["--distill.pairs=32", "--distill.teacher_nfe=4", "--distill.refiner_hidden=8"]
+# each preset's own method keys at a tiny size
+DISTILL = {
+    "digits_reflow": ["--method.pairs=32", "--method.teacher_nfe=4"],
+    "digits_flowturbo": ["--method.refiner_hidden=8"],
+}
+TEACHER_PRESETS = ("digits_reflow", "digits_freeflow", "digits_flowturbo")
 
 
 def _metrics(run: Path) -> dict:
@@ -40,7 +45,8 @@ def distil(tmp_path, train_tiny):
     """Train ``preset`` from ``teacher`` into tmp_path / preset (tiny) and return the run."""
 
     def run(preset: str, teacher: Path, *extra: str) -> Path:
-        args = [*DISTILL, f"--distill.teacher={teacher}", *extra]
+        args = [*DISTILL.get(preset, []), *extra]
+        args += [f"--method.teacher={teacher}"] * (preset in TEACHER_PRESETS)
         assert train_tiny(preset, tmp_path / preset, *args) == 0
         return tmp_path / preset
 
@@ -106,8 +112,8 @@ def test_image_flowturbo_outlives_its_teacher(tmp_path, teacher, distil):
             ["--data.image_size=16", "--data.autoencoder=runs/digits_ae"],
             "or drop data.autoencoder to train in pixel space",
         ),
-        ("digits_blockwise", ["--distill.segment_guidance=true"], "segment_guidance=false"),
-        ("digits_reflow", ["--distill.teacher=nowhere"], "is not a run directory"),
+        ("digits_blockwise", ["--method.segment_guidance=true"], "segment_guidance=false"),
+        ("digits_reflow", ["--method.teacher=nowhere"], "is not a run directory"),
     ],
 )
 def test_bad_few_step_image_settings_are_named(tmp_path, capsys, train_tiny, preset, args, words):
@@ -116,22 +122,23 @@ def test_bad_few_step_image_settings_are_named(tmp_path, capsys, train_tiny, pre
 
 
 def test_a_teacher_on_other_images_is_refused(tmp_path, teacher, train_tiny, capsys):
-    args = [f"--distill.teacher={teacher}", "--data.image_size=16"]
+    args = [f"--method.teacher={teacher}", "--data.image_size=16"]
     assert train_tiny("digits_freeflow", tmp_path / "r", *args) == 2
     assert "was trained on other data" in capsys.readouterr().err
 
 
 def test_model_time_scale_reaches_the_image_networks():
-    from flowforge.cli.config import RunConfig
-    from flowforge.cli.config_io import load_yaml, preset_path
-    from flowforge.cli.images import build_image_data, build_image_model
+    from flowforge.recipes.config import RunConfig
+    from flowforge.recipes.config_io import apply_overrides, load_yaml, preset_path
+    from flowforge.recipes.images import build_images
+    from flowforge.recipes.table import recipe_for
 
     config: RunConfig = load_yaml(preset_path("digits_freeflow"))
     config.model.base_channels = 8
-    data = build_image_data(config)
-    net = build_image_model(config, data)
+    data = build_images(config)
+    net = recipe_for(config).build_model(data)
     assert (net.config.n_times, net.config.time_scale) == (2, 1.0)
-    config.method.objective, config.model.arch = "twinflow", "dit"
+    config = apply_overrides(config, ["method.name=twinflow", "model.arch=dit"])
     config.model.hidden, config.model.depth, config.model.time_scale = 32, 2, 7.0
-    dit = build_image_model(config, data)
+    dit = recipe_for(config).build_model(data)
     assert (dit.config.n_times, dit.config.time_scale) == (2, 7.0)

@@ -119,8 +119,8 @@ def test_folder_of_class_subfolders_trains(tmp_path, train):
     "overrides, message",
     [
         (["--model.arch=mlp"], "holds images but model.arch='mlp'"),
-        (["--method.objective=symmflow"], "need segmentation masks"),
-        (["--eval.metrics=fd,miou"], "'miou' is measured on method.objective=symmflow"),
+        (["--method.name=symmflow"], "need segmentation masks"),
+        (["--eval.metrics=fd,miou"], "'miou' is measured on method.name=symmflow"),
         (["--eval.metrics=w2"], "which are for vectors"),
         (["--data.image_size=12"], "digits come in 8 or 16 pixels"),
         (["--data.autoencoder=/nonexistent"], "is not a trained run directory"),

@@ -19,8 +19,8 @@ import pytest
 import torch
 from matplotlib import image as mpimg
 
-from flowforge.cli.config_io import load_yaml
 from flowforge.cli.main import main
+from flowforge.recipes.config_io import load_yaml
 from flowforge.train.checkpoint import checkpoint_step
 
 TINY = [

@@ -1,33 +1,9 @@
-"""The command line: config dataclasses, presets, name -> class tables, subcommands and plots."""
+"""The command line: ``flowforge train / sample / eval / presets / recipes``.
 
-from flowforge.cli.config import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    MethodConfig,
-    ModelConfig,
-    RunConfig,
-    SampleConfig,
-)
-from flowforge.cli.config_io import (
-    apply_overrides,
-    list_presets,
-    load_yaml,
-    save_yaml,
-)
-from flowforge.cli.main import main
+Everything a command knows of a method it asks the run's recipe (``flowforge.recipes``); this
+package parses arguments, prints tables and writes the files a user asked for.
+"""
 
-__all__ = [
-    "ConfigError",
-    "DataConfig",
-    "EvalConfig",
-    "MethodConfig",
-    "ModelConfig",
-    "RunConfig",
-    "SampleConfig",
-    "apply_overrides",
-    "list_presets",
-    "load_yaml",
-    "main",
-    "save_yaml",
-]
+from flowforge.cli.main import build_parser, main
+
+__all__ = ["build_parser", "main"]

@@ -5,7 +5,9 @@
     flowforge train runs/toy2d_fm --train.steps=6000 # resume a run and train it further
     flowforge sample runs/toy2d_fm --n 64 --solver heun --nfe 8 --out samples.png
     flowforge eval runs/toy2d_fm                     # metrics at several NFEs vs the floor
-    flowforge presets
+    flowforge eval runs/digits --sample.guidance=2 --sample.guidance_method=raag
+    flowforge presets                                # the bundled presets
+    flowforge recipes                                # the methods and their method.* keys
 
 User errors (bad config, missing run, malformed data file, unwritable output) print one message
 on stderr and exit with status 2; ``--traceback`` shows the full traceback instead.
@@ -18,15 +20,9 @@ import sys
 import typing
 from collections.abc import Sequence
 
-from flowforge.cli.config import (
-    ConfigError,
-    RunConfig,
-)
-from flowforge.cli.config_io import (
-    apply_overrides,
-    config_keys,
-    list_presets,
-)
+from flowforge.recipes.config import ConfigError, RunConfig
+from flowforge.recipes.config_io import apply_overrides, config_keys, list_presets
+from flowforge.recipes.table import all_solvers
 
 __all__ = ["main", "build_parser"]
 
@@ -42,7 +38,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
         return super()._get_help_string(action)
 
 
-def _type_label(tp: object) -> str:
+def _type_label(tp: object, choices=None) -> str:
+    if choices is not None:
+        return "{" + ",".join(choices()) + "}"
     origin = typing.get_origin(tp)
     if origin is typing.Literal:
         return "{" + ",".join(str(a) for a in typing.get_args(tp)) + "}"
@@ -54,21 +52,33 @@ def _type_label(tp: object) -> str:
     return getattr(tp, "__name__", "VALUE").upper()
 
 
-def _add_override_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "config overrides",
-        "Every key of the run config, as --section.key=VALUE. Defaults shown are the built-in "
-        "ones; a preset sets some of them (see `flowforge presets` and its YAML file). Lists are "
-        "written 1,2,4 or [1,2,4]; null clears an optional value.",
-    )
-    for key, tp, default, text in config_keys():
+def _add_override_options(
+    parser: argparse.ArgumentParser, sections: tuple[str, ...] | None = None
+) -> None:
+    if sections is None:
+        about = (
+            "Every key of the run config, as --section.key=VALUE. Defaults shown are the "
+            "built-in ones; a preset sets some of them (see `flowforge presets` and its YAML "
+            "file). method.name picks the recipe; each recipe has its own method.* keys "
+            "(`flowforge recipes`). Lists are written 1,2,4 or [1,2,4]; null clears an optional "
+            "value."
+        )
+    else:
+        about = (
+            f"The run's {' and '.join(s + '.*' for s in sections)} settings, as "
+            "--section.key=VALUE (defaults: the run's config.yaml)."
+        )
+    group = parser.add_argument_group("config overrides", about)
+    for key, tp, default, text, choices in config_keys():
+        if sections is not None and key.split(".")[0] not in sections:
+            continue
         shown = "null" if default is None else default
         group.add_argument(
             f"--{key}",
             dest=f"override:{key}",
-            metavar=_type_label(tp),
+            metavar=_type_label(tp, choices),
             default=argparse.SUPPRESS,
-            help=f"{text} (default: {shown})",
+            help=f"{text} (default: {shown})" if sections is None else text,
         )
 
 
@@ -120,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "sample",
-        help="draw samples from a trained run into a .npy or .png file",
+        help="draw samples from a trained run into a .npy, a .png or a folder of PNGs",
         description="Draw samples from a trained run. Options left out take the run's "
         "sample.* settings from its config.yaml.",
         formatter_class=_Formatter,
@@ -131,8 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--solver",
         default=None,
-        choices=["euler", "midpoint", "heun", "rk4", "dopri5", "fewstep"],
-        help="ODE solver, or fewstep for a few-step method's own sampler (default: sample.solver)",
+        metavar="{" + ",".join(all_solvers()) + "}",
+        help="ODE solver, or a recipe's own sampler (fewstep: the few-step methods') "
+        "(default: sample.solver)",
     )
     p.add_argument(
         "--nfe",
@@ -161,18 +172,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out",
         default=None,
-        help="output file: .npy (array of shape (n, D) in data units) or .png (scatter beside "
-        "the data) (default: <run>/sample.npy)",
+        help="output: .npy (an array of shape (n, D) in data units, or (n, C, H, W) images in "
+        "[0, 1]), .png (a scatter beside the data, or a grid of images), or a folder ending in "
+        "/ (one PNG per image) (default: <run>/sample.npy)",
     )
+    _add_override_options(p, ("sample",))
     p.set_defaults(func=_sample)
 
     p = sub.add_parser(
         "eval",
         help="metrics at several NFEs beside their finite-sample floors",
         description="Evaluate a trained run: W2, sliced W2, MMD and energy distance against "
-        "fresh data at several NFEs per solver, each next to its finite-sample floor (fresh data "
-        "against fresh data). Writes metrics.json and quality_vs_nfe.png into the run directory. "
-        "Options left out take the run's eval.* settings.",
+        "fresh data (images: FD, precision/recall and accuracy in a classifier's features) at "
+        "several NFEs per solver, each next to its finite-sample floor. Writes metrics.json "
+        "and quality_vs_nfe.png into the run directory. Options left out take the run's eval.* "
+        "settings.",
         formatter_class=_Formatter,
         allow_abbrev=False,
     )
@@ -184,14 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--solvers",
         nargs="+",
         default=None,
-        choices=["euler", "midpoint", "heun", "rk4", "fewstep"],
-        help="fixed-step solvers, or fewstep (few-step methods) (default: eval.solvers)",
+        metavar="SOLVER",
+        help="solvers to compare: " + ", ".join(all_solvers()) + " (dopri5 spends what it "
+        "needs; fewstep is the few-step methods' own sampler) (default: eval.solvers)",
     )
     p.add_argument(
         "--n-samples", type=int, default=None, help="samples per point (default: eval.n_samples)"
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: eval.seed)")
     p.add_argument("--which", choices=["ema", "model"], default="ema", help="weights to evaluate")
+    _add_override_options(p, ("sample", "eval"))
     p.set_defaults(func=_eval)
 
     p = sub.add_parser(
@@ -201,17 +217,31 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     p.set_defaults(func=_presets)
+
+    p = sub.add_parser(
+        "recipes",
+        help="list the methods (method.name) with their samplers and method.* keys",
+        description="List every recipe: the method.name that picks it, what it trains on, its "
+        "samplers and the keys of its method: section with their defaults.",
+        formatter_class=_Formatter,
+    )
+    p.set_defaults(func=_recipes)
     return parser
+
+
+def _overrides(args: argparse.Namespace, rest: list[str]) -> list[str]:
+    """Dotted overrides: the registered ones, then those argparse left over (``rest``)."""
+    given = [
+        f"{k.split(':', 1)[1]}={v}" for k, v in vars(args).items() if k.startswith("override:")
+    ]
+    return given + rest
 
 
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
     from flowforge.cli import train_command  # plotting and metrics load only when needed
 
-    overrides = [
-        f"{k.split(':', 1)[1]}={v}" for k, v in vars(args).items() if k.startswith("override:")
-    ]
     config, run_dir = train_command.resolve_train(args.source, args.out_dir)
-    config = apply_overrides(config, overrides)
+    config = apply_overrides(config, _overrides(args, rest))
     train_command.train_command(config, run_dir, evaluate=not args.no_eval)
     return 0
 
@@ -229,6 +259,7 @@ def _sample(args: argparse.Namespace, rest: list[str]) -> int:
         seed=args.seed,
         which=args.which,
         out=args.out,
+        overrides=_overrides(args, rest),
     )
     return 0
 
@@ -243,6 +274,7 @@ def _eval(args: argparse.Namespace, rest: list[str]) -> int:
         n_samples=args.n_samples,
         seed=args.seed,
         which=args.which,
+        overrides=_overrides(args, rest),
     )
     return 0
 
@@ -256,18 +288,37 @@ def _presets(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def _recipes(args: argparse.Namespace, rest: list[str]) -> int:
+    import dataclasses
+
+    from flowforge.recipes.table import RECIPES
+
+    for name, recipe in RECIPES.items():
+        summary = (recipe.__doc__ or "").strip().splitlines()[0]
+        samples = ", ".join(recipe.solvers) if recipe.samples else "does not sample"
+        print(f"{name}: {summary}")
+        print(f"    trains on {' and '.join(recipe.data_kinds)}; samplers: {samples}")
+        defaults = recipe.Config()
+        keys = [
+            f"{f.name}={getattr(defaults, f.name)!r}"
+            for f in dataclasses.fields(recipe.Config)
+            if f.name != "name"
+        ]
+        print(f"    method.*: {', '.join(keys) if keys else '(none)'}")
+    return 0
+
+
 def _check_rest(command: str, rest: list[str]) -> None:
-    """Leftover arguments: unknown ``--section.key`` overrides get a suggestion."""
-    if not rest:
-        return
-    first = rest[0]
-    if command == "train" and first.startswith("--") and "." in first:
-        apply_overrides_probe = first if "=" in first else f"{first}=0"
-        apply_overrides(RunConfig(), [apply_overrides_probe])  # raises ConfigError
-    raise ConfigError(
-        f"unrecognised argument {first!r} for `flowforge {command}`; see "
-        f"`flowforge {command} --help`."
-    )
+    """Leftover arguments must be dotted overrides (``--section.key=VALUE``)."""
+    for item in rest:
+        if command in ("train", "sample", "eval") and item.startswith("--") and "." in item:
+            if "=" not in item:
+                apply_overrides(RunConfig(), [item])  # raises the "has no value" ConfigError
+            continue
+        raise ConfigError(
+            f"unrecognised argument {item!r} for `flowforge {command}`; see "
+            f"`flowforge {command} --help`."
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ from flowforge.train.checkpoint import (
     load_weights,
     save_checkpoint,
     save_config,
+    save_weights,
     unwrap,
 )
 from flowforge.train.config import TrainConfig
@@ -45,6 +46,7 @@ __all__ = [
     "resolve_device",
     "save_checkpoint",
     "save_config",
+    "save_weights",
     "train",
     "unwrap",
 ]

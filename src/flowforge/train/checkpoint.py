@@ -47,6 +47,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_weights",
+    "save_weights",
     "save_config",
     "checkpoint_step",
     "finish_pending_checkpoint",
@@ -283,6 +284,33 @@ def save_checkpoint(
     finish_pending_checkpoint(run_dir)
     if ema_module is None and (run_dir / EMA_FILE).exists():
         (run_dir / EMA_FILE).unlink()
+
+
+def save_weights(
+    run_dir: str | os.PathLike, model: nn.Module, ema: nn.Module | None = None, step: int = 0
+) -> None:
+    """Write the weights of ``step`` (``model.safetensors`` and, given ``ema``,
+    ``ema.safetensors``) into ``run_dir``, each atomically, as ``load_weights`` reads them.
+
+    For exporting trained weights (``Run.save``); training writes whole checkpoints with
+    :func:`save_checkpoint`. An older ``ema.safetensors`` is removed when ``ema`` is None.
+
+    Example:
+        >>> import tempfile
+        >>> net, run = torch.nn.Linear(2, 1), tempfile.mkdtemp()
+        >>> save_weights(run, net, step=7)
+        >>> bool(torch.equal(load_weights(run, torch.nn.Linear(2, 1)).bias, net.bias))
+        True
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    meta = {"step": str(step), "format": "pt"}
+    for name, module in ((MODEL_FILE, model), (EMA_FILE, ema)):
+        if module is None:
+            (run_dir / name).unlink(missing_ok=True)
+            continue
+        with atomic_path(run_dir / name) as tmp:
+            save_file(_portable(unwrap(module).state_dict()), tmp, metadata=meta)
 
 
 def _file_step(path: Path) -> int:

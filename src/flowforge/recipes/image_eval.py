@@ -3,36 +3,34 @@
 Image quality is measured in the feature space of a small classifier trained on the run's own
 training images (seeded, cached in the run directory as ``classifier.safetensors``): Fréchet
 distance and precision/recall against the held-out images, the classifier's accuracy on
-class-conditional samples, mIoU of SymmFlow segmentations and the known-pixel error of
-inpainting. Each metric sits next to its floor: its value between held-out and training images.
+class-conditional samples, and the known-pixel error of inpainting; a recipe adds its own
+(SymmFlow's mIoU, ``Recipe.extra_metrics``). Each metric sits next to its floor: its value
+between held-out and training images.
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from flowforge.cli import plots
-from flowforge.cli.config import RunConfig
-from flowforge.cli.fewstep import eval_jobs
-from flowforge.cli.images import ImageData, draw, segment
 from flowforge.metrics.frechet import frechet_distance
-from flowforge.metrics.images import class_accuracy, known_pixel_error, mean_iou, precision_recall
+from flowforge.metrics.images import class_accuracy, known_pixel_error, precision_recall
 from flowforge.models.classifier import ClassifierConfig, ImageClassifier, train_classifier
+from flowforge.recipes import plots
+from flowforge.recipes.vector_eval import eval_jobs
 from flowforge.utils.io import atomic_path
 
-__all__ = [
-    "feature_classifier",
-    "evaluate_images",
-    "reconstruction_metrics",
-    "picture_images",
-    "CLASSIFIER_FILE",
-]
+if TYPE_CHECKING:
+    from flowforge.recipes.base import Recipe
+    from flowforge.recipes.images import ImageData
+
+__all__ = ["CLASSIFIER_FILE", "evaluate", "feature_classifier", "features", "pictures"]
 
 CLASSIFIER_FILE = "classifier.safetensors"
 
@@ -62,7 +60,8 @@ def feature_classifier(run_dir: Path | None, data: ImageData, steps: int, seed: 
 
 
 @torch.no_grad()
-def _features(net: ImageClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
+def features(net: ImageClassifier, x: Tensor) -> tuple[Tensor, Tensor]:
+    """The classifier's (N, F) features and (N, K) logits of images ``x``, in chunks."""
     feats, logits = [], []
     for chunk in x.split(512):
         f = net.features(chunk.float())
@@ -85,10 +84,10 @@ def _quality(
     return row
 
 
-def evaluate_images(
+def evaluate(
+    recipe: Recipe,
     model: torch.nn.Module,
     data: ImageData,
-    config: RunConfig,
     run_dir: Path | None,
     *,
     step: int | None = None,
@@ -102,14 +101,15 @@ def evaluate_images(
         like the vector runs' ``evaluate``; rows add ``fd_unconditional`` (inpainting) and
         ``known_mse`` (mean squared error of the raw samples on the known pixels).
     """
+    config = recipe.config
     e = config.eval
     n = min(e.n_samples, len(data.test_x))
     net = feature_classifier(run_dir, data, e.classifier_steps, e.seed)
-    real_feats, real_logits = _features(net, data.test_x[:n])
+    real_feats, real_logits = features(net, data.test_x[:n])
     g = torch.Generator().manual_seed(e.seed)
     floors: dict = {}
     train_idx = torch.randperm(len(data.train_x), generator=g)[:n]
-    train_feats, _ = _features(net, data.train_x[train_idx])
+    train_feats, _ = features(net, data.train_x[train_idx])
     clf_acc = (
         class_accuracy(real_logits, data.test_labels[:n]) if data.test_labels is not None else None
     )
@@ -120,30 +120,25 @@ def evaluate_images(
         floors["miou"] = 1.0
     if "known_error" in e.metrics:
         floors["known_error"] = 0.0
-    jobs = eval_jobs(config)
     results = []
-    bar = tqdm(jobs, desc="eval", unit="run", disable=not progress, leave=False)
+    bar = tqdm(eval_jobs(recipe), desc="eval", unit="run", disable=not progress, leave=False)
     for solver, nfe in bar:
         bar.set_postfix_str(f"{solver} NFE {nfe}")
         gen = torch.Generator().manual_seed(e.seed + 1)
-        out = draw(model, config, data, config.sample, n, nfe, solver, gen)
+        out = recipe.generate(model, data, config.sample, n, nfe, solver, gen, run_dir=run_dir)
         row: dict = {"solver": solver, "nfe": int(out.nfe)}
-        if not torch.isfinite(out.images).all():
+        if not torch.isfinite(out.x).all():
             row.update({name: math.inf for name in e.metrics})
             results.append(row)
             continue
-        feats, logits = _features(net, out.images)
+        feats, logits = features(net, out.x)
         row.update(_quality(e.metrics, feats, real_feats, logits, out.labels))
-        if "miou" in e.metrics:
-            masks = segment(model, data, data.test_x[:n], solver, nfe, gen)
-            row["miou"] = mean_iou(masks, data.test_masks[:n], data.mask_classes)
-            again = segment(model, data, out.images, solver, nfe, gen)
-            row["miou_generated"] = mean_iou(again, out.masks, data.mask_classes)
+        row.update(recipe.extra_metrics(model, data, out, solver, nfe, gen))
         if out.known is not None:
-            row["known_error"] = known_pixel_error(out.images, out.reference, out.known)
+            row["known_error"] = known_pixel_error(out.x, out.reference, out.known)
             known = out.known.expand_as(out.raw) > 0
             row["known_mse"] = float((out.raw - out.reference)[known].square().mean())
-            free, _ = _features(net, out.unconditional)
+            free, _ = features(net, out.unconditional)
             row["fd_unconditional"] = frechet_distance(real_feats, free)
         results.append(row)
     return {
@@ -160,96 +155,50 @@ def evaluate_images(
     }
 
 
-@torch.no_grad()
-def reconstruction_metrics(model: torch.nn.Module, data: ImageData, step: int | None) -> dict:
-    """Held-out reconstruction error of an autoencoder run (posterior means decoded)."""
-    errors = []
-    for x in data.test_x.split(256):
-        mean, _ = model.encode(x)
-        errors.append((model.decode(mean) - x).square().flatten(1).mean(1))
-    mse = torch.cat(errors)
-    return {"step": step, "reconstruction_mse": float(mse.mean()), "n_test": len(mse)}
-
-
-def picture_images(model: torch.nn.Module, data: ImageData, config: RunConfig, run_dir: Path):
+def pictures(recipe: Recipe, model: torch.nn.Module, data: ImageData, run_dir: Path):
     """Write the run's pictures at its sampling settings; returns the written paths."""
+    config = recipe.config
     s, title = config.sample, config.name
     g = torch.Generator().manual_seed(s.seed)
-    written = []
-    if config.method.objective == "autoencoder":
-        x = data.test_x[:10]
-        with torch.no_grad():
-            recon = model.decode(model.encode(x)[0]).clamp(-1, 1)
-        path = plots.plot_image_rows(
-            run_dir / "reconstructions.png",
-            [x, recon],
-            ["held-out", "reconstruction"],
-            title=f"{title}: autoencoder reconstructions",
-        )
-        return [path]
     if data.num_classes:
         K, per = data.num_classes, 10
         labels = torch.arange(K).repeat_interleave(per)
-        out = draw(model, config, data, s, K * per, s.nfe, s.solver, g, labels=labels)
-        rows = list(out.images.view(K, per, *out.images.shape[1:]))
+        out = recipe.generate(model, data, s, K * per, s.nfe, s.solver, g, labels, run_dir)
+        rows = list(out.x.view(K, per, *out.x.shape[1:]))
         guide = f", {s.guidance_method} {s.guidance:g}" if s.guidance != 1 else ""
-        written.append(
-            plots.plot_image_rows(
-                run_dir / "samples.png",
-                rows,
-                [f"class {k}" for k in range(K)],
-                title=f"{title}: one row per class ({s.solver}, NFE {out.nfe}{guide})",
-            )
+        path = plots.plot_image_rows(
+            run_dir / "samples.png",
+            rows,
+            [f"class {k}" for k in range(K)],
+            title=f"{title}: one row per class ({s.solver}, NFE {out.nfe}{guide})",
         )
-        return written
+        return [path]
     n = 10
-    out = draw(model, config, data, s, n * (1 if out_is_paired(config) else 6), s.nfe, s.solver, g)
+    paired = data.channels != "none"  # one row of 10 conditions and their samples
+    out = recipe.generate(
+        model, data, s, n * (1 if paired else 6), s.nfe, s.solver, g, None, run_dir
+    )
     if out.known is not None:
-        rows = [out.reference, out.reference * out.known, out.raw, out.images, out.unconditional]
+        rows = [out.reference, out.reference * out.known, out.raw, out.x, out.unconditional]
         names = ["original", "known pixels", "raw sample", "inpainted", "unconditional"]
-        written.append(
-            plots.plot_image_rows(
-                run_dir / "inpainting.png",
-                rows,
-                names,
-                title=f"{title}: inpainting before/after ({s.solver}, NFE {out.nfe})",
-            )
+        path = plots.plot_image_rows(
+            run_dir / "inpainting.png",
+            rows,
+            names,
+            title=f"{title}: inpainting before/after ({s.solver}, NFE {out.nfe})",
         )
     elif out.masks is not None:
-        rows = [plots.colour_masks(out.masks), out.images]
-        names = ["mask", "generated"]
-        if config.method.objective == "symmflow":
-            seg = segment(model, data, out.images, "euler", 1, g)
-            rows.append(plots.colour_masks(seg))
-            names.append("its 1-step segmentation")
-            real = data.test_x[-n:]
-            rows += [
-                real,
-                plots.colour_masks(data.test_masks[-n:]),
-                plots.colour_masks(segment(model, data, real, "euler", 1, g)),
-            ]
-            names += ["held-out image", "true mask", "1-step segmentation"]
-        written.append(
-            plots.plot_image_rows(
-                run_dir / "mask_pairs.png",
-                rows,
-                names,
-                title=f"{title}: masks and images ({s.solver}, NFE {out.nfe})",
-            )
+        path = plots.plot_image_rows(
+            run_dir / "mask_pairs.png",
+            [plots.colour_masks(out.masks), out.x],
+            ["mask", "generated"],
+            title=f"{title}: masks and images ({s.solver}, NFE {out.nfe})",
         )
     else:
-        rows = list(out.images.view(6, n, *out.images.shape[1:]))
-        written.append(
-            plots.plot_image_rows(
-                run_dir / "samples.png",
-                rows,
-                [""] * len(rows),
-                title=f"{title}: samples ({s.solver}, NFE {out.nfe})",
-            )
+        path = plots.plot_image_rows(
+            run_dir / "samples.png",
+            list(out.x.view(6, n, *out.x.shape[1:])),
+            [""] * 6,
+            title=f"{title}: samples ({s.solver}, NFE {out.nfe})",
         )
-    return written
-
-
-def out_is_paired(config: RunConfig) -> bool:
-    """Whether the run's pictures pair each sample with its condition (one row of 10)."""
-    return config.data.channels != "none" or config.method.objective == "symmflow"
+    return [path]

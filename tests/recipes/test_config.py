@@ -6,16 +6,15 @@ import typing
 
 import pytest
 
-from flowforge.cli import build
-from flowforge.cli.config import (
-    FIXED_SOLVERS,
+from flowforge.recipes import flow_matching, vectors
+from flowforge.recipes.config import (
+    ODE_SOLVERS,
     TOY_DATASETS,
     ConfigError,
-    MethodConfig,
     RunConfig,
     validate,
 )
-from flowforge.cli.config_io import (
+from flowforge.recipes.config_io import (
     apply_overrides,
     config_keys,
     list_presets,
@@ -23,7 +22,7 @@ from flowforge.cli.config_io import (
     preset_path,
     save_yaml,
 )
-from flowforge.cli.distill_config import FEW_STEP_OBJECTIVES
+from flowforge.recipes.table import RECIPES, all_solvers
 
 
 def test_overrides_are_converted_to_the_field_types():
@@ -162,19 +161,21 @@ def test_train_config_checks_its_own_ranges():
 
 
 def test_every_choice_has_a_builder():
-    """The Literal choices of the configs and the name tables of build.py agree exactly."""
-    hints = typing.get_type_hints(MethodConfig)
-    assert set(typing.get_args(hints["path"])) == set(build.PATHS)
-    assert set(typing.get_args(hints["time_sampler"])) == set(build.TIME_SAMPLERS)
-    assert set(typing.get_args(hints["coupling"])) == set(build.COUPLINGS)
-    assert set(TOY_DATASETS) == set(build.DATASETS)
-    assert set(FIXED_SOLVERS) | {"dopri5", "fewstep"} == set(build.SOLVERS)
-    objectives = set(typing.get_args(hints["objective"]))
-    assert objectives == {"fm", "symmflow", "autoencoder", *FEW_STEP_OBJECTIVES}
+    """The Literal choices of the configs and the name tables of the recipes agree exactly."""
+    hints = typing.get_type_hints(flow_matching.FlowMatchingConfig)
+    assert set(typing.get_args(hints["path"])) == set(flow_matching.PATHS)
+    assert set(typing.get_args(hints["time_sampler"])) == set(flow_matching.TIME_SAMPLERS)
+    assert set(typing.get_args(hints["coupling"])) == set(flow_matching.COUPLINGS)
+    assert set(TOY_DATASETS) == set(vectors.DATASETS)
+    assert set(all_solvers()) == {*ODE_SOLVERS, "fewstep"}
+    few_step = ("reflow", "meanflow", "freeflow", "twinflow", "flowturbo", "blockwise")
+    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step}
+    for name, recipe in RECIPES.items():  # each row's recipe answers to its own name
+        assert recipe.name == name and recipe.Config().name == name
 
 
 def test_every_key_has_help():
     keys = config_keys()
     assert len(keys) > 50
-    missing = [key for key, _, _, text in keys if not text]
+    missing = [key.key for key in keys if not key.help]
     assert not missing, f"config keys without help text: {missing}"

@@ -1,0 +1,70 @@
+"""Recipes: each method's whole command-line knowledge, and runs from Python.
+
+A recipe (``Recipe``) says what a method's ``method:`` section holds, which network it builds
+for the run's data (``VectorData`` or ``ImageData``), its objective and training data, how it
+samples and counts NFE, and what its evaluation reports and draws. ``RECIPES`` is the one table
+from ``method.name`` to recipe; a new method is one file and one row. ``fit`` trains a run,
+``load`` reads one back as a ``Run`` that samples and evaluates through the same recipe.
+
+Example:
+    >>> sorted(RECIPES)[:3]
+    ['autoencoder', 'blockwise', 'flowturbo']
+"""
+
+from flowforge.recipes.base import (
+    Recipe,
+    RunData,
+    Sampler,
+    Samples,
+    TrainContext,
+    Training,
+    guided_field,
+    ode_sample,
+    ode_sampler,
+)
+from flowforge.recipes.config import (
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    MethodConfig,
+    ModelConfig,
+    RunConfig,
+    SampleConfig,
+    validate,
+)
+from flowforge.recipes.config_io import apply_overrides, load_yaml, save_yaml
+from flowforge.recipes.fitting import fit
+from flowforge.recipes.images import ImageData
+from flowforge.recipes.run import Run, load
+from flowforge.recipes.table import RECIPES, recipe_for
+from flowforge.recipes.vectors import VectorData
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ImageData",
+    "MethodConfig",
+    "ModelConfig",
+    "RECIPES",
+    "Recipe",
+    "Run",
+    "RunConfig",
+    "RunData",
+    "SampleConfig",
+    "Sampler",
+    "Samples",
+    "TrainContext",
+    "Training",
+    "VectorData",
+    "apply_overrides",
+    "fit",
+    "guided_field",
+    "load",
+    "load_yaml",
+    "ode_sample",
+    "ode_sampler",
+    "recipe_for",
+    "save_yaml",
+    "validate",
+]
