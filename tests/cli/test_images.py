@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from flowforge.cli.main import main
+from flowforge.recipes.config_io import load_yaml
 
 SHAPES = ["--data.n_train=64", "--eval.solvers=euler"]
 
@@ -140,3 +141,24 @@ def test_folder_of_mixed_sizes_is_refused(tmp_path, capsys, train_tiny):
     assert train_tiny("digits", tmp_path / "r", *overrides) == 2
     err = capsys.readouterr().err
     assert "a.png" in err and "b.png" in err, err
+
+
+def test_a_flat_folder_just_works_with_a_class_preset(tmp_path, train_tiny, capsys):
+    """`flowforge train digits --data.path=FLAT` trains unconditionally with the metrics that
+    apply; the feature network learns rotations of the unlabelled images."""
+    g = np.random.default_rng(0)
+    (tmp_path / "flat").mkdir()
+    for i in range(40):
+        pixels = np.zeros((8, 8), np.uint8)
+        pixels[: 2 + i % 5, 1] = 255  # a bar on the left: rotations are telling
+        Image.fromarray(pixels + (g.random((8, 8)) * 20).astype(np.uint8), "L").save(
+            tmp_path / "flat" / f"{i}.png"
+        )
+    run = tmp_path / "run"
+    args = [f"--data.path={tmp_path / 'flat'}", "--eval.nfes=2", "--eval.solvers=euler"]
+    assert train_tiny("digits", run, *args, "--train.batch_size=8") == 0
+    assert "is a flat folder (no class subfolders)" in capsys.readouterr().out
+    m = json.loads((run / "metrics.json").read_text())
+    assert set(m["floors"]) == {"fd", "precision", "recall"} and "accuracy" not in m["results"][0]
+    assert m["classifier_accuracy"] is not None and np.isfinite(m["results"][0]["fd"])
+    assert load_yaml(run / "config.yaml").data.conditional is False

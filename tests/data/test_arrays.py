@@ -89,3 +89,41 @@ def test_array_dataset():
     assert torch.equal(torch.cat([b[0] for b in batches]), x)
     with pytest.raises(ValueError, match="one label per sample"):
         ArrayDataset(x, labels[:3])
+
+
+@pytest.mark.parametrize(
+    "data, suffix, pattern",
+    [
+        ("x,y\n1,2\n".encode("utf-16"), ".csv", r"not a UTF-8 text CSV \(byte 0"),
+        (bytes(range(128, 256)), ".csv", "not a UTF-8 text CSV"),
+        (b"1,2\n3,1e39\n", ".csv", r"row 2, column 2 holds '1e39', beyond the float32 range"),
+        (b"1,2\n-1e300,4\n", ".csv", r"row 2, column 1 holds '-1e300'"),
+        (bytes(range(256)), ".npy", "not a .npy file"),
+    ],
+)
+def test_files_that_are_not_what_they_say_are_named(tmp_path, data, suffix, pattern):
+    p = tmp_path / f"bad{suffix}"
+    p.write_bytes(data)
+    with pytest.raises(ValueError, match=pattern) as e:
+        load_array(p)
+    assert str(p) in str(e.value) and "allow_pickle" not in str(e.value)
+
+
+def test_object_truncated_and_empty_npy_are_named_without_unsafe_advice(tmp_path):
+    objects, truncated, empty = tmp_path / "o.npy", tmp_path / "t.npy", tmp_path / "e.npy"
+    np.save(objects, np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(truncated, np.ones((50, 2)))
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    np.save(empty, np.zeros((10, 0)))
+    for path, pattern in (
+        (objects, "holds Python objects"),
+        (truncated, "truncated or corrupt"),
+        (empty, r"shape \(10, 0\).*at least one row and one feature column"),
+    ):
+        with pytest.raises(ValueError, match=pattern) as e:
+            load_array(path)
+        assert "allow_pickle" not in str(e.value)  # never the unsafe way out
+    big = tmp_path / "big.npy"
+    np.save(big, np.array([[1.0, 4e38]]))
+    with pytest.raises(ValueError, match=r"a\[0, 1\].*float32"):
+        load_array(big)

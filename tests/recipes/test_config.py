@@ -12,7 +12,6 @@ from flowforge.recipes.config import (
     TOY_DATASETS,
     ConfigError,
     RunConfig,
-    validate,
 )
 from flowforge.recipes.config_io import (
     apply_overrides,
@@ -23,6 +22,7 @@ from flowforge.recipes.config_io import (
     save_yaml,
 )
 from flowforge.recipes.table import RECIPES, all_solvers
+from flowforge.recipes.validation import validate
 
 
 def test_overrides_are_converted_to_the_field_types():
@@ -179,3 +179,14 @@ def test_every_key_has_help():
     assert len(keys) > 50
     missing = [key.key for key in keys if not key.help]
     assert not missing, f"config keys without help text: {missing}"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_non_finite_numbers_are_refused(value):
+    with pytest.raises(ConfigError, match=f"sample.guidance='{value}' must be a finite number"):
+        apply_overrides(RunConfig(), [f"--sample.guidance={value}"])
+
+
+def test_eval_needs_two_samples():
+    with pytest.raises(ConfigError, match="eval.n_samples=1 must be >= 2"):
+        validate(apply_overrides(RunConfig(), ["--eval.n_samples=1"]))

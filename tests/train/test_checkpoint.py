@@ -339,3 +339,34 @@ def test_readers_look_again_when_a_trainer_moves_the_file_mid_read(tmp_path, mon
     loaded = load_weights(tmp_path, make_model(5), which="model")
     assert moved == [STATE_FILE, MODEL_FILE]
     assert all(torch.equal(a, b) for a, b in zip(_params(loaded), _params(model), strict=True))
+
+
+def test_damaged_tensor_data_and_non_finite_weights_are_refused_on_load(tmp_path):
+    """Random bytes under an intact header fail the checksum written with each weights file;
+    a file whose tensor is non-finite (with a matching checksum) is refused naming the tensor."""
+    model, ema, opt, sched = trained_state()
+    save_checkpoint(tmp_path, model, ema, opt, sched, 1, {})
+    path = tmp_path / MODEL_FILE
+    data = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(data[:8], "little")
+    data[header + 5] ^= 0xFF  # one flipped byte of tensor data
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="do not match the checksum"):
+        load_weights(tmp_path, make_model(), which="model")
+    with pytest.raises(ValueError, match="checksum"):
+        load_checkpoint(tmp_path, make_model(), None, None)
+    tensors = {k: v.clone() for k, v in model.state_dict().items()}
+    tensors["0.bias"][3] = float("inf")
+    ckpt._save_weights_file(tensors, path, step=1)
+    with pytest.raises(ValueError, match=r"non-finite values .* tensor '0.bias'"):
+        load_weights(tmp_path, make_model(), which="model")
+
+
+def test_weights_files_record_a_checksum_of_their_tensors(tmp_path):
+    model, ema, opt, sched = trained_state()
+    save_checkpoint(tmp_path, model, ema, opt, sched, 1, {})
+    from safetensors import safe_open
+
+    with safe_open(tmp_path / MODEL_FILE, "pt") as f:
+        digest = f.metadata()["digest"]
+    assert digest == ckpt._digest(load_file(tmp_path / MODEL_FILE)) and len(digest) == 32

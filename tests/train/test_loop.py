@@ -300,3 +300,81 @@ def test_ema_warmup_follows_its_decay_schedule_and_resumes(tmp_path):
     )
     first = next(plain.ema.parameters())
     torch.testing.assert_close(first, 0.999 * w0[0] + 0.001 * weights[0][0], rtol=0, atol=1e-6)
+
+
+def exploding(after: int):
+    """``objective`` whose loss turns nan after ``after`` calls (its gradients with it)."""
+    calls = [0]
+
+    def loss(model, x, cond, generator):
+        calls[0] += 1
+        value = objective(model, x, cond, generator)
+        return value * float("nan") if calls[0] > after else value
+
+    return loss
+
+
+def test_no_checkpoint_holds_non_finite_weights(tmp_path):
+    """The loss is checked only on log steps, but a checkpoint is never written once the loss
+    or the weights are non-finite: the run stops at the next checkpoint step, naming the first
+    non-finite step, and the last good checkpoint (step 10) is what the directory keeps."""
+    from flowforge.train.checkpoint import checkpoint_step, load_weights
+    from flowforge.train.loop import TrainingDiverged
+
+    run = tmp_path / "run"
+    train(make_model(), objective, sampler, config(steps=10, ckpt_every=10), run)
+    good = load_file(run / "model.safetensors")
+    wild = config(steps=100, ckpt_every=10, log_every=100)
+    with pytest.raises(TrainingDiverged, match=r"nan at step 13.*\(step 10\) is intact") as e:
+        train(make_model(), exploding(after=2), sampler, wild, run)  # steps 11, 12 fine
+    assert isinstance(e.value, ValueError)  # the command line reports it in one line
+    assert checkpoint_step(run) == 10
+    kept = load_file(run / "model.safetensors")
+    assert all(torch.equal(good[k], kept[k]) for k in good)
+    loaded = load_weights(run, make_model(), which="model")
+    assert all(torch.isfinite(p).all() for p in loaded.parameters())
+    resumed = train(make_model(), objective, sampler, config(steps=20, ckpt_every=10), run)
+    assert resumed.step == 20 and torch.isfinite(params(resumed.model)).all()
+
+
+def test_divergence_without_a_run_directory_names_the_step():
+    from flowforge.train.loop import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match=r"the loss was nan at step 4;"):
+        train(make_model(), exploding(after=3), sampler, config(steps=20, log_every=5))
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_run(tmp_path):
+    """Another process holding the run directory's lock (here a plain flock, as a live trainer
+    holds it) makes train() refuse at once, naming the holder; the same process may nest."""
+    import subprocess
+    import sys
+    import time
+
+    from flowforge.train.lock import RunDirectoryBusy, run_lock
+
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", (
+            "import fcntl, os, sys, time\n"
+            f"fd = os.open({str(run / '.lock')!r}, os.O_RDWR | os.O_CREAT)\n"
+            "fcntl.flock(fd, fcntl.LOCK_EX)\n"
+            "os.pwrite(fd, b'pid %d on test' % os.getpid(), 0)\n"
+            "print('locked', flush=True)\n"
+            "time.sleep(60)\n"
+        )],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunDirectoryBusy, match=f"pid {holder.pid} on test"):
+            train(make_model(), objective, sampler, config(steps=2), run)
+        assert not (run / "config.yaml").exists()  # refused before anything was written
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.05)  # the OS released the dead holder's lock
+    with run_lock(run), run_lock(run):  # free again, and re-entrant within one process
+        pass
+    assert train(make_model(), objective, sampler, config(steps=2), run).step == 2

@@ -29,6 +29,16 @@ __all__ = ["main", "build_parser"]
 DEFAULT_PRESET = "toy2d_fm"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line, like every other user error (exit status 2)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        if "expected one argument" in message:
+            option = message.split()[1].rstrip(":")
+            message += f"; write {option}=VALUE (e.g. --train.steps=2000)"
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`.\n")
+
+
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows defaults (except None, whose help says where the value comes from)."""
 
@@ -84,7 +94,7 @@ def _add_override_options(
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``flowforge`` command."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="flowforge",
         description="Train, sample and evaluate flow-matching models.",
         epilog=__doc__.split("\n\n")[1],
@@ -96,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the full Python traceback on errors instead of a one-line message",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     p = sub.add_parser(
         "train",

@@ -88,6 +88,14 @@ def sample_command(
     )
     seconds = time.perf_counter() - t0
     x = drawn.x
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise ValueError(
+            f"{bad} of the {x.numel()} sampled values are nan or inf, so nothing was written to "
+            f"{out}: the run's weights diverge with {s.solver} at NFE {drawn.nfe}"
+            + (f" and guidance {s.guidance:g}" if loaded.data.num_classes else "")
+            + "; try another solver or NFE (or --which model), or retrain the run."
+        )
     try:
         if folder:
             _write_pngs(out, x)

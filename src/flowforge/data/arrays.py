@@ -17,6 +17,18 @@ from torch.utils.data import Dataset
 __all__ = ["load_array", "ArrayDataset"]
 
 SUFFIXES: tuple[str, ...] = (".csv", ".npy")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # values beyond it overflow in training
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_value(path: Path, where: str, value: float, cell: object) -> None:
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: {where} holds {cell!r} (NaN or infinite); drop or impute it.")
+    if abs(value) > FLOAT32_MAX:
+        raise ValueError(
+            f"{path}: {where} holds {cell!r}, beyond the float32 range (|x| <= 3.4e38) that "
+            "training uses; rescale that column (e.g. to other units or a log scale)."
+        )
 
 
 def _parse_float(cell: str) -> float | None:
@@ -29,10 +41,26 @@ def _parse_float(cell: str) -> float | None:
 def _load_csv(path: Path) -> np.ndarray:
     """Parse a comma-separated file of numbers, one sample per line; rows are numbered as in an
     editor (line 1 is the first line of the file)."""
+    try:
+        return _parse_csv(path)
+    except UnicodeDecodeError as e:
+        byte = e.object[e.start : e.start + 1]
+        raise ValueError(
+            f"{path} is not a UTF-8 text CSV (byte {e.start} is {byte!r}, which is not text); "
+            "save it as comma-separated UTF-8 text, or as a .npy array."
+        ) from None
+    except csv.Error as e:
+        raise ValueError(
+            f"{path} is not a comma-separated text file ({e}); save it as UTF-8 text with one "
+            "row of numbers per line, or as a .npy array."
+        ) from None
+
+
+def _parse_csv(path: Path) -> np.ndarray:
     rows: list[list[float]] = []
     header_checked = False
     width, width_line = 0, 0
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8") as f:
         reader = csv.reader(f)
         for cells in reader:
             line = reader.line_num
@@ -60,11 +88,7 @@ def _load_csv(path: Path) -> np.ndarray:
                         f"{path}: row {line}, column {col}: {cell!r} is not a number; "
                         "the file must be numeric apart from an optional header row."
                     )
-                if not math.isfinite(value):
-                    raise ValueError(
-                        f"{path}: row {line}, column {col} holds {cell!r} (NaN or infinite); "
-                        "drop or impute that value."
-                    )
+                _check_value(path, f"row {line}, column {col}", value, cell)
                 values.append(value)
             rows.append(values)
     if not rows:
@@ -73,7 +97,29 @@ def _load_csv(path: Path) -> np.ndarray:
 
 
 def _load_npy(path: Path) -> np.ndarray:
-    a = np.load(path, allow_pickle=False)
+    with open(path, "rb") as f:
+        magic = f.read(len(_NPY_MAGIC))
+    if magic != _NPY_MAGIC:
+        raise ValueError(
+            f"{path} is not a .npy file (it does not start with NumPy's format signature); "
+            "write the array with np.save(path, a), or pass a .csv file."
+        )
+    try:
+        a = np.load(path, allow_pickle=False)  # never unpickle a user's file
+    except ValueError as e:
+        if "allow_pickle" in str(e) or "pickled" in str(e):
+            raise ValueError(
+                f"{path} holds Python objects (an object array or pickled data), which "
+                "flowforge does not load; save a numeric array: np.save(path, "
+                "a.astype(np.float32))."
+            ) from None
+        raise ValueError(
+            f"{path} is truncated or corrupt ({e}); write it again with np.save(path, a)."
+        ) from None
+    except (OSError, EOFError) as e:
+        raise ValueError(
+            f"{path} is truncated or corrupt ({e}); write it again with np.save(path, a)."
+        ) from None
     if a.dtype.kind not in "biuf":
         raise ValueError(
             f"{path}: array of dtype {a.dtype} is not numeric; save a float array, e.g. "
@@ -89,13 +135,11 @@ def _load_npy(path: Path) -> np.ndarray:
             f"{path}: array has shape {a.shape} ({a.ndim}-D); expected (N, D) samples in rows. "
             "Flatten each sample first: np.save(path, a.reshape(len(a), -1))."
         )
-    bad = np.argwhere(~np.isfinite(a))
+    bad = np.argwhere(~np.isfinite(a) | (np.abs(a.astype(np.float64)) > FLOAT32_MAX))
     if len(bad):
         i, j = bad[0]
-        raise ValueError(
-            f"{path}: non-finite value {a[i, j]} at row index {i}, column index {j} "
-            f"(a[{i}, {j}], 0-based; {len(bad)} in all); drop or impute those values."
-        )
+        value = a[i, j].item()
+        _check_value(path, f"a[{i}, {j}] (0-based; {len(bad)} in all)", value, value)
     return a
 
 
@@ -116,7 +160,9 @@ def load_array(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> T
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: unknown extension, non-numeric or NaN/inf cell, ragged rows, wrong rank.
+        ValueError: unknown extension, a file that is not text CSV or .npy, a truncated file, an
+            object array, a non-numeric, NaN/inf or beyond-float32 cell, ragged rows, a wrong
+            rank or no columns.
 
     Example:
         >>> import tempfile, pathlib
@@ -135,6 +181,11 @@ def load_array(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> T
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (absolute: {path.resolve()}).")
     a = _load_csv(path) if suffix == ".csv" else _load_npy(path)
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(
+            f"{path} holds an array of shape {a.shape}; expected at least one row and one "
+            "feature column."
+        )
     return torch.from_numpy(np.ascontiguousarray(a)).to(dtype)
 
 

@@ -7,6 +7,7 @@ the sorted order of the subfolder names). Errors name the offending files and th
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -14,7 +15,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["IMAGE_SUFFIXES", "ImageFolder", "check_masks", "load_image_folder"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "ImageFolder",
+    "check_masks",
+    "folder_has_classes",
+    "load_image_folder",
+]
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp")
 _MODES = {"1": 1, "L": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3}  # 8-bit modes -> channels
@@ -34,6 +41,20 @@ def _image_files(folder: Path) -> list[Path]:
         p
         for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
+
+
+def folder_has_classes(path: str | os.PathLike) -> bool:
+    """Whether an image folder holds one subfolder of images per class (else it is flat).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> folder_has_classes(tempfile.mkdtemp())
+        False
+    """
+    folder = Path(path)
+    return any(
+        p.is_dir() and not p.name.startswith(".") and _image_files(p) for p in folder.iterdir()
     )
 
 
@@ -62,7 +83,10 @@ def _read(path: Path, size: int | None, channels: int | None) -> np.ndarray:
 
 
 def load_image_folder(
-    path: str | os.PathLike, size: int | None = None, channels: Literal[1, 3] | None = None
+    path: str | os.PathLike,
+    size: int | None = None,
+    channels: Literal[1, 3] | None = None,
+    option_names: Mapping[str, str] | None = None,
 ) -> ImageFolder:
     """Load every image in a folder (flat, or one subfolder per class) as a tensor in [-1, 1].
 
@@ -76,6 +100,8 @@ def load_image_folder(
             aspect ratio is not kept); if None, all images must already share one size.
         channels: 1 (grayscale) or 3 (RGB) to convert every image; if None, images keep their
             own channel count (alpha dropped) and must all agree.
+        option_names: how errors name ``size`` and ``channels`` (a command line passes its
+            keys, e.g. ``{"size": "data.image_size"}``); default: the argument names.
 
     Returns:
         ``ImageFolder(images, labels, classes)``: images (N, C, H, W) float32 in [-1, 1];
@@ -94,6 +120,7 @@ def load_image_folder(
         >>> tuple(x.shape), x.max().item(), labels
         ((1, 1, 4, 4), 1.0, None)
     """
+    names = {"size": "size", "channels": "channels", **(option_names or {})}
     folder = Path(path)
     if not folder.is_dir():
         raise FileNotFoundError(
@@ -130,15 +157,16 @@ def load_image_folder(
         if a.shape[0] != first.shape[0]:
             raise ValueError(
                 f"images have different channel counts: {files[0]} has {first.shape[0]} and "
-                f"{f} has {a.shape[0]}; pass channels=1 (grayscale) or channels=3 (RGB) to "
-                "convert them all."
+                f"{f} has {a.shape[0]}; set {names['channels']}=1 (grayscale) or "
+                f"{names['channels']}=3 (RGB) to convert them all."
             )
         if a.shape[1:] != first.shape[1:]:
             h0, w0 = first.shape[1:]
             h, w = a.shape[1:]
             raise ValueError(
                 f"images have different sizes: {files[0]} is {w0}x{h0} (WxH) and {f} is {w}x{h}; "
-                f"pass size=... (e.g. size={min(h0, w0, h, w)}) to resize them all to a square."
+                f"set {names['size']}=N (e.g. {names['size']}={min(h0, w0, h, w)}) to resize them "
+                "all to a square."
             )
     x = torch.from_numpy(np.stack(arrays)) / 127.5 - 1.0  # (N, C, H, W) in [-1, 1]
     return ImageFolder(x, labels, classes)

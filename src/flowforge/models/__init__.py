@@ -1,6 +1,11 @@
 """Networks that implement the field contract ``model(x, t, cond=None) -> Tensor``."""
 
-from flowforge.models.classifier import ClassifierConfig, ImageClassifier, train_classifier
+from flowforge.models.classifier import (
+    ClassifierConfig,
+    ImageClassifier,
+    train_classifier,
+    transform_task,
+)
 from flowforge.models.dit import DiTConfig, DiTField, sincos_pos_embed_2d
 from flowforge.models.layers import (
     ACTIVATIONS,
@@ -32,4 +37,5 @@ __all__ = [
     "parse_image_cond",
     "sincos_pos_embed_2d",
     "train_classifier",
+    "transform_task",
 ]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["ClassifierConfig", "ImageClassifier", "train_classifier"]
+__all__ = ["ClassifierConfig", "ImageClassifier", "train_classifier", "transform_task"]
 
 
 @dataclass
@@ -158,3 +158,35 @@ def train_classifier(
         losses.append(loss.item())
     model.eval()
     return losses
+
+
+def transform_task(x: Tensor) -> tuple[Tensor, Tensor]:
+    """A labelled task made from unlabelled images: which of four transforms was applied.
+
+    Square images are rotated by 0, 90, 180 and 270 degrees (rotation prediction); others are
+    flipped (none, left-right, up-down, both). A classifier trained on it learns the images'
+    layout, so its features serve the image metrics of data without classes.
+
+    Args:
+        x: (N, C, H, W) images.
+
+    Returns:
+        ``(views, labels)``: (4N, C, H, W) transformed images and their (4N,) transform index.
+
+    References:
+        Unsupervised Representation Learning by Predicting Image Rotations (Gidaris et al.,
+        2018), arXiv:1803.07728.
+
+    Example:
+        >>> views, labels = transform_task(torch.arange(4.0).view(1, 1, 2, 2))
+        >>> views.shape, labels.tolist()
+        (torch.Size([4, 1, 2, 2]), [0, 1, 2, 3])
+        >>> views[1, 0].tolist()  # rotated by 90 degrees
+        [[1.0, 3.0], [0.0, 2.0]]
+    """
+    if x.shape[-1] == x.shape[-2]:
+        views = [torch.rot90(x, k, dims=(-2, -1)) for k in range(4)]
+    else:
+        views = [x, x.flip(-1), x.flip(-2), x.flip(-2, -1)]
+    labels = torch.arange(4).repeat_interleave(len(x))
+    return torch.cat(views), labels

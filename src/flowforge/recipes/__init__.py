@@ -30,13 +30,13 @@ from flowforge.recipes.config import (
     ModelConfig,
     RunConfig,
     SampleConfig,
-    validate,
 )
 from flowforge.recipes.config_io import apply_overrides, load_yaml, save_yaml
 from flowforge.recipes.fitting import fit
 from flowforge.recipes.images import ImageData
 from flowforge.recipes.run import Run, load
 from flowforge.recipes.table import RECIPES, recipe_for
+from flowforge.recipes.validation import validate
 from flowforge.recipes.vectors import VectorData
 
 __all__ = [

@@ -4,7 +4,7 @@ A recipe turns a run's config into the pieces of a run, with the data as an obje
 (``RunData``: vectors or images, pixels or latents) so that method and modality do not
 multiply into branches:
 
-    validate()                         its own keys; the shared rules are in ``config.validate``
+    validate()                         its own keys; the shared rules are in ``validation``
     build_model(data)                  the network trained (float32, initialised from the RNG)
     training(model, data, context)     the objective and its training data (``Training``)
     sampler(model, data, sample)       a function drawing samples with a solver at an NFE

@@ -25,15 +25,16 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from flowforge.recipes.config import ConfigError, MethodConfig, RunConfig
+from flowforge.recipes.legacy import legacy_override, upgrade_legacy
 
 __all__ = [
     "ConfigKey",
@@ -45,7 +46,6 @@ __all__ = [
     "save_yaml",
     "list_presets",
     "preset_path",
-    "upgrade_legacy",
 ]
 
 
@@ -144,16 +144,19 @@ def _coerce(value: Any, tp: Any, key: str, choices: Any = None) -> Any:
             return int(number)
         fail(" Use a whole number such as 100.")
     if tp is float:
-        if isinstance(value, bool):
-            fail()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
+        number = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        fail(" Use a number such as 0.001 or 1e-3.")
+        if number is None:
+            fail(" Use a number such as 0.001 or 1e-3.")
+        if not math.isfinite(number):
+            raise ConfigError(f"{key}={value!r} must be a finite number (not nan or inf).")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -304,74 +307,6 @@ def _method_keys(prefix: str) -> list[ConfigKey]:
     return out
 
 
-# the earlier layout: method.objective chose the method and a distill: section held the
-# few-step settings; these keys were renamed on the way into the recipes' sections
-_LEGACY_RENAMES = {"reflow_sampler": "sampler"}
-
-
-def _legacy_override(item: str) -> str:
-    """``--method.objective=X`` -> ``--method.name=X``; ``--distill.k=v`` -> ``--method.k=v``."""
-    text = item[2:] if item.startswith("--") else item
-    key, sep, value = text.partition("=")
-    if key == "method.objective":
-        new = f"method.name{sep}{value}"
-    elif key.startswith("distill."):
-        leaf = key.split(".", 1)[1]
-        new = f"method.{_LEGACY_RENAMES.get(leaf, leaf)}{sep}{value}"
-    else:
-        return item
-    warnings.warn(
-        f"--{key} is the earlier config layout; write --{new.partition('=')[0]} (a recipe's "
-        "settings live in its method: section, chosen by method.name).",
-        FutureWarning,
-        stacklevel=3,
-    )
-    return "--" + new
-
-
-def upgrade_legacy(data: dict, where: str = "the config") -> dict:
-    """Convert a config mapping of the earlier layout (``method.objective`` and a ``distill:``
-    section) to the recipe layout (``method.name`` and the recipe's keys), with a warning.
-
-    Keys of the old sections that the recipe does not have are left out: the old layout held
-    every method's settings at once, and each method read only its own.
-
-    Example:
-        >>> import warnings
-        >>> with warnings.catch_warnings():
-        ...     warnings.simplefilter("ignore")
-        ...     new = upgrade_legacy({"method": {"objective": "meanflow", "path": "vp"},
-        ...                           "distill": {"flow_map_ratio": 0.5, "pairs": 10}})
-        >>> new["method"]
-        {'name': 'meanflow', 'flow_map_ratio': 0.5}
-    """
-    method = data.get("method")
-    if "distill" not in data and not (isinstance(method, dict) and "objective" in method):
-        return data
-    from flowforge.recipes.table import config_class
-
-    data = dict(data)
-    method = dict(method) if isinstance(method, dict) else {}
-    distill = data.pop("distill", None) or {}
-    if not isinstance(distill, dict):
-        raise ConfigError(f"{where}: distill must be a mapping of keys to values.")
-    name = _coerce(method.pop("objective", "fm"), str, "method.objective", _name_choices())
-    known = {f.name for f in dataclasses.fields(config_class(name))}
-    merged = {**method, **{_LEGACY_RENAMES.get(k, k): v for k, v in distill.items()}}
-    data["method"] = {"name": name, **{k: v for k, v in merged.items() if k in known}}
-    shown = yaml.safe_dump(
-        {"method": data["method"]}, default_flow_style=True, sort_keys=False, width=10**6
-    ).strip()
-    warnings.warn(
-        f"{where} uses the earlier config layout (method.objective and a distill: section); "
-        f"it is read as {shown}. Rewrite its method: section that way (keys {name} does not "
-        "read are left out; a run directory's config.yaml is rewritten when it trains again).",
-        FutureWarning,
-        stacklevel=3,
-    )
-    return data
-
-
 def _set(config: Any, key: str, value: str) -> None:
     """Set the dotted ``key`` of ``config`` to ``value`` (a string), converted to its type."""
     *parents, leaf = key.split(".")
@@ -424,7 +359,7 @@ def apply_overrides(config: RunConfig, overrides: list[str]) -> RunConfig:
     config = from_dict(to_dict(config))  # a copy
     parsed = []
     for item in overrides:
-        item = _legacy_override(item)
+        item = legacy_override(item)
         text = item[2:] if item.startswith("--") else item
         if "=" not in text:
             raise ConfigError(

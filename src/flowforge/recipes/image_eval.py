@@ -21,7 +21,12 @@ from tqdm.auto import tqdm
 
 from flowforge.metrics.frechet import frechet_distance
 from flowforge.metrics.images import class_accuracy, known_pixel_error, precision_recall
-from flowforge.models.classifier import ClassifierConfig, ImageClassifier, train_classifier
+from flowforge.models.classifier import (
+    ClassifierConfig,
+    ImageClassifier,
+    train_classifier,
+    transform_task,
+)
 from flowforge.recipes import plots
 from flowforge.recipes.vector_eval import eval_jobs
 from flowforge.utils.io import atomic_path
@@ -30,20 +35,27 @@ if TYPE_CHECKING:
     from flowforge.recipes.base import Recipe
     from flowforge.recipes.images import ImageData
 
-__all__ = ["CLASSIFIER_FILE", "evaluate", "feature_classifier", "features", "pictures"]
+__all__ = [
+    "CLASSIFIER_FILE",
+    "classifier_accuracy",
+    "evaluate",
+    "feature_classifier",
+    "features",
+    "pictures",
+]
 
 CLASSIFIER_FILE = "classifier.safetensors"
 
 
 def feature_classifier(run_dir: Path | None, data: ImageData, steps: int, seed: int):
-    """The run's feature network: a classifier trained once on the run's labelled training
-    images (seeded by ``seed``), then read back from ``run_dir`` on every later evaluation."""
+    """The run's feature network: a classifier trained once on the run's training images
+    (seeded by ``seed``), then read back from ``run_dir`` on every later evaluation.
+
+    It learns the images' classes; images without classes (a flat folder) train it to tell
+    which of four rotations (or flips) was applied (``transform_task``)."""
     x, y, K = data.train_x, data.train_labels, data.label_classes
     if y is None:
-        raise ValueError(
-            "image metrics need class labels to train the feature classifier; use a folder with "
-            "one subfolder per class or drop fd/precision/recall from eval.metrics."
-        )
+        (x, y), K = transform_task(x), 4
     C, H, _ = data.image_shape
     net = ImageClassifier(ClassifierConfig(in_channels=C, num_classes=K, input_size=H)).float()
     path = None if run_dir is None else Path(run_dir, CLASSIFIER_FILE)
@@ -57,6 +69,16 @@ def feature_classifier(run_dir: Path | None, data: ImageData, steps: int, seed: 
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
     return net.eval()
+
+
+def classifier_accuracy(net: ImageClassifier, data: ImageData, n: int) -> float:
+    """Held-out accuracy of the feature classifier on its task (classes, or transforms)."""
+    x, y = data.test_x[:n], data.test_labels
+    if y is None:
+        x, y = transform_task(x)
+    else:
+        y = y[:n]
+    return class_accuracy(features(net, x)[1], y)
 
 
 @torch.no_grad()
@@ -110,9 +132,7 @@ def evaluate(
     floors: dict = {}
     train_idx = torch.randperm(len(data.train_x), generator=g)[:n]
     train_feats, _ = features(net, data.train_x[train_idx])
-    clf_acc = (
-        class_accuracy(real_logits, data.test_labels[:n]) if data.test_labels is not None else None
-    )
+    clf_acc = classifier_accuracy(net, data, n)
     floors.update(_quality(e.metrics, train_feats, real_feats, real_logits, None))
     if "accuracy" in e.metrics:
         floors["accuracy"] = clf_acc  # a perfect generator scores the classifier's accuracy

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
 from flowforge.data.digits import load_digits_tensor
-from flowforge.data.images import load_image_folder
+from flowforge.data.images import folder_has_classes, load_image_folder
 from flowforge.data.masks import box_masks, inpainting_condition, paste_known
 from flowforge.data.shapes import make_shapes
 from flowforge.latent.autoencoder import AutoencoderConfig, ConvAutoencoder
@@ -39,6 +39,7 @@ from flowforge.utils.io import atomic_path
 __all__ = [
     "CODEC_FILE",
     "ImageData",
+    "adapt_to_folder",
     "build_autoencoder",
     "build_images",
     "load_codec",
@@ -67,6 +68,7 @@ class ImageData(RunData):
         shape: (C, H, W) of the flow's state (the latent shape with a codec).
         channels: the condition channels (``data.channels``: none, mask or inpaint).
         codec: the latent codec (latent runs) or None.
+        codec_saved: the codec was read from the run directory (``save`` keeps that file).
         train: the training set in the flow's space, with its condition (labels or channels).
     """
 
@@ -82,6 +84,7 @@ class ImageData(RunData):
     shape: tuple[int, ...]
     channels: str = "none"
     codec: LatentCodec | None = None
+    codec_saved: bool = False
     train: TensorDataset | None = field(default=None, repr=False)
 
     @property
@@ -126,13 +129,14 @@ class ImageData(RunData):
     def describe(self) -> str:
         """The training banner's words on the data."""
         space = "latents " + "x".join(map(str, self.shape)) if self.codec else "pixels"
-        return f"{len(self.train_x)} images on {space}"
+        return f"{len(self.train_x)} images ({space})"
 
     def save(self, run_dir: Path) -> None:
         """Write data.json (the flow's state shape) and, for a latent run, its codec."""
         with atomic_path(Path(run_dir, DATA_INFO)) as tmp:
             tmp.write_text(json.dumps({"kind": "image", "shape": list(self.shape)}, indent=1))
-        if self.codec is not None and not Path(run_dir, CODEC_FILE).is_file():
+        kept = self.codec_saved and Path(run_dir, CODEC_FILE).is_file()  # a resumed run's own
+        if self.codec is not None and not kept:
             save_codec(self.codec, run_dir)
 
     @torch.no_grad()
@@ -209,7 +213,12 @@ def _split_folder(x: Tensor, labels: Tensor | None) -> tuple[Tensor, ...]:
 def _load_images(config: DataConfig) -> tuple[Tensor, ...]:
     """(train_x, test_x, train_labels, test_labels, train_masks, test_masks)."""
     if config.path is not None:
-        folder = load_image_folder(config.path, size=config.image_size)
+        folder = load_image_folder(
+            config.path,
+            size=config.image_size,
+            channels=config.image_channels,
+            option_names={"size": "data.image_size", "channels": "data.image_channels"},
+        )
         return (*_split_folder(folder.images, folder.labels), None, None)
     if config.name == "digits":
         size = config.image_size or 8
@@ -241,7 +250,8 @@ def load_codec(run_dir: Path) -> LatentCodec:
 
 
 def _fit_codec(autoencoder_run: str, train_x: Tensor, run_dir: Path | None) -> LatentCodec:
-    """The run's codec: the one saved in ``run_dir`` (a resumed run), else fitted and saved.
+    """The run's codec: the one saved in ``run_dir`` (a resumed run), else fitted (saved into
+    the run by ``ImageData.save``).
 
     Fitting draws posterior samples from a generator seeded 0, so every rank of a DDP job and
     every restart gets the same latent statistics.
@@ -262,10 +272,7 @@ def _fit_codec(autoencoder_run: str, train_x: Tensor, run_dir: Path | None) -> L
         )
     ae = build_autoencoder(ae_config.model, tuple(train_x.shape[1:]))
     load_weights(ae_dir, ae, which="ema")
-    codec = LatentCodec.fit(ae, train_x, generator=torch.Generator().manual_seed(0))
-    if run_dir is not None:
-        save_codec(codec, run_dir)
-    return codec
+    return LatentCodec.fit(ae, train_x, generator=torch.Generator().manual_seed(0))
 
 
 def save_codec(codec: LatentCodec, run_dir: Path) -> None:
@@ -276,13 +283,38 @@ def save_codec(codec: LatentCodec, run_dir: Path) -> None:
         tmp.write_text(json.dumps(dataclasses.asdict(codec.autoencoder.config)))
 
 
+def adapt_to_folder(config: RunConfig) -> tuple[RunConfig, str | None]:
+    """A preset's class-conditional settings, turned off for a flat folder of images (no
+    classes to condition on or to score), with a note saying so; other configs unchanged."""
+    d = config.data
+    if d.path is None or not Path(d.path).is_dir() or folder_has_classes(d.path):
+        return config, None
+    if not d.conditional and "accuracy" not in config.eval.metrics:
+        return config, None
+    config = dataclasses.replace(
+        config,
+        data=dataclasses.replace(d, conditional=False),
+        eval=dataclasses.replace(
+            config.eval, metrics=[m for m in config.eval.metrics if m != "accuracy"]
+        ),
+        sample=dataclasses.replace(config.sample, guidance=1.0),
+    )
+    note = (
+        f"data.path={d.path!r} is a flat folder (no class subfolders), so this run trains "
+        "unconditionally: data.conditional=false, sample.guidance=1, eval.metrics without "
+        "accuracy (put the images in one subfolder per class to train on classes)."
+    )
+    return config, note
+
+
 def build_images(
     config: RunConfig, run_dir: Path | None = None, codec: LatentCodec | None = None
 ) -> ImageData:
     """The images of ``config`` and the training set of its flow.
 
-    For a latent run the codec is fitted on the training images (and saved into ``run_dir``)
-    unless ``codec`` is given (a trained run's own codec, see ``load_codec``).
+    For a latent run the codec is read from ``run_dir`` when it holds one, else fitted on the
+    training images (``save`` writes it into the run), unless ``codec`` is given (a trained
+    run's own codec, see ``load_codec``). Nothing is written here.
     """
     d = config.data
     train_x, test_x, train_y, test_y, train_m, test_m = _load_images(d)
@@ -293,6 +325,9 @@ def build_images(
             "images in one subfolder per class or set data.conditional=false."
         )
     mask_classes = 0 if train_m is None else 4
+    codec_saved = codec is not None or (
+        d.autoencoder is not None and run_dir is not None and Path(run_dir, CODEC_FILE).is_file()
+    )
     if d.autoencoder is not None and codec is None:
         codec = _fit_codec(d.autoencoder, train_x, run_dir)
     if codec is not None:
@@ -318,6 +353,7 @@ def build_images(
         shape=shape,
         channels=d.channels,
         codec=codec,
+        codec_saved=codec_saved,
         train=TensorDataset(state, *cond),
     )
 

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -27,7 +28,7 @@ from torch import Tensor, nn
 
 from flowforge.recipes import plots
 from flowforge.recipes.base import Recipe, RunData, Samples
-from flowforge.recipes.config import ConfigError, RunConfig, SampleConfig, is_image_run, validate
+from flowforge.recipes.config import ConfigError, RunConfig, SampleConfig, is_image_run
 from flowforge.recipes.config_io import (
     from_dict,
     load_yaml,
@@ -36,6 +37,7 @@ from flowforge.recipes.config_io import (
 )
 from flowforge.recipes.images import build_images, load_images
 from flowforge.recipes.table import recipe_for
+from flowforge.recipes.validation import validate
 from flowforge.recipes.vectors import build_vectors, load_vectors
 from flowforge.train.checkpoint import (
     CONFIG_FILE,
@@ -267,6 +269,13 @@ class Run:
             seed=seed,
             which=which,
         ).x
+        bad = int((~torch.isfinite(x)).sum())
+        if bad:  # returned as drawn, but never silently
+            warnings.warn(
+                f"{bad} of the {x.numel()} sampled values are nan or inf; the weights diverge "
+                "at these settings (try another solver or nfe, or which='model').",
+                stacklevel=2,
+            )
         if not is_image_run(self.config):
             return x
         x = (x.clamp(-1, 1) + 1) / 2

@@ -59,6 +59,7 @@ TEACHER_DATA_FIELDS = (
     "name",
     "path",
     "image_size",
+    "image_channels",
     "channels",
     "autoencoder",
     "conditional",

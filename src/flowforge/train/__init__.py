@@ -18,8 +18,10 @@ from flowforge.train.checkpoint import (
 from flowforge.train.config import TrainConfig
 from flowforge.train.data import BatchSource, BatchStream, make_stream
 from flowforge.train.ema import EMA
+from flowforge.train.lock import RunDirectoryBusy, run_lock
 from flowforge.train.loop import (
     Objective,
+    TrainingDiverged,
     TrainResult,
     lr_factor,
     make_optimizer,
@@ -35,6 +37,8 @@ __all__ = [
     "Objective",
     "TrainConfig",
     "TrainResult",
+    "TrainingDiverged",
+    "RunDirectoryBusy",
     "checkpoint_step",
     "distributed",
     "load_checkpoint",
@@ -44,6 +48,7 @@ __all__ = [
     "make_scheduler",
     "make_stream",
     "resolve_device",
+    "run_lock",
     "save_checkpoint",
     "save_config",
     "save_weights",

@@ -23,6 +23,7 @@ also records its step in the safetensors metadata and loading checks it against
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -95,6 +96,23 @@ def _portable(state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
         out[key] = value.clone() if ptr in seen else value  # safetensors refuses shared storage
         seen.add(ptr)
     return out
+
+
+def _digest(state_dict: dict[str, Tensor]) -> str:
+    """A checksum of the tensors (names, dtypes, shapes and bytes), stored in each weights file's
+    metadata so that damaged tensor data is found on load (a header can be intact)."""
+    h = hashlib.blake2b(digest_size=16)
+    for key in sorted(state_dict):
+        t = state_dict[key].detach().cpu().contiguous()
+        h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _save_weights_file(state_dict: dict[str, Tensor], path: Path, step: int) -> None:
+    tensors = _portable(state_dict)
+    meta = {"step": str(step), "format": "pt", "digest": _digest(tensors)}
+    save_file(tensors, path, metadata=meta)
 
 
 def _fit_keys(state_dict: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
@@ -247,7 +265,6 @@ def save_checkpoint(
     run_dir = Path(run_dir)
     staging = run_dir / _STAGING
     ema_module = ema.module if isinstance(ema, EMA) else ema
-    meta = {"step": str(step), "format": "pt"}
     state = {
         "format": 1,
         "step": step,
@@ -265,10 +282,10 @@ def save_checkpoint(
             shutil.rmtree(staging)  # debris of a crash before a commit
         staging.mkdir()
         with atomic_path(staging / MODEL_FILE) as tmp:
-            save_file(_portable(unwrap(model).state_dict()), tmp, metadata=meta)
+            _save_weights_file(unwrap(model).state_dict(), tmp, step)
         if ema_module is not None:
             with atomic_path(staging / EMA_FILE) as tmp:
-                save_file(_portable(unwrap(ema_module).state_dict()), tmp, metadata=meta)
+                _save_weights_file(unwrap(ema_module).state_dict(), tmp, step)
         with atomic_path(staging / STATE_FILE) as tmp:
             torch.save(state, tmp)
         _fsync_dir(staging)
@@ -304,13 +321,12 @@ def save_weights(
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    meta = {"step": str(step), "format": "pt"}
     for name, module in ((MODEL_FILE, model), (EMA_FILE, ema)):
         if module is None:
             (run_dir / name).unlink(missing_ok=True)
             continue
         with atomic_path(run_dir / name) as tmp:
-            save_file(_portable(unwrap(module).state_dict()), tmp, metadata=meta)
+            _save_weights_file(unwrap(module).state_dict(), tmp, step)
 
 
 def _file_step(path: Path) -> int:
@@ -334,8 +350,12 @@ def _file_step(path: Path) -> int:
 
 
 def _load_weights_file(path: Path, model: nn.Module) -> None:
+    """Load a weights file into ``model`` after checking its checksum and that every tensor
+    is finite, so damaged or diverged weights are refused, naming the file and the tensor."""
     try:
         state_dict = load_file(path, device="cpu")
+        with safe_open(path, "pt") as f:  # the header again, for the checksum
+            meta = f.metadata() or {}
     except FileNotFoundError:
         raise
     except Exception as e:
@@ -343,6 +363,18 @@ def _load_weights_file(path: Path, model: nn.Module) -> None:
             f"{path} is corrupt or truncated ({e}); delete the run directory to start over, "
             "or restore the file from a backup."
         ) from e
+    if "digest" in meta and _digest(state_dict) != meta["digest"]:
+        raise ValueError(
+            f"{path} is corrupt: its tensor data do not match the checksum written with them "
+            "(the file was damaged or edited); restore it from a backup or train again."
+        )
+    for key, value in state_dict.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(
+                f"{path} holds non-finite values (nan or inf) in tensor {key!r}, so its weights "
+                "are unusable; train again from the last finite checkpoint with a lower "
+                "train.lr."
+            )
     try:
         model = unwrap(model)
         model.load_state_dict(_fit_keys(_portable(state_dict), model))

@@ -50,6 +50,7 @@ from flowforge.train.checkpoint import (
 from flowforge.train.config import TrainConfig
 from flowforge.train.data import BatchSource, chunk_generator, chunk_seed, make_stream
 from flowforge.train.ema import EMA
+from flowforge.train.lock import run_lock
 from flowforge.train.logging import MetricsLog
 from flowforge.utils.seed import seed_everything
 from flowforge.utils.tensor import wider_float
@@ -57,6 +58,7 @@ from flowforge.utils.tensor import wider_float
 __all__ = [
     "Objective",
     "TrainResult",
+    "TrainingDiverged",
     "train",
     "lr_factor",
     "make_optimizer",
@@ -69,6 +71,13 @@ _GLOBAL_RNG = 3  # stream tag of the per-chunk reseeding of torch's global RNG
 _HOST_RNG = 4  # stream tag of the NumPy/Python RNG seeds of ranks > 0 on resume
 # Settings that may change on resume without changing the trained weights.
 _HARMLESS = {"steps", "log_every", "ckpt_every", "eval_every", "progress", "tensorboard", "device"}
+
+
+class TrainingDiverged(FloatingPointError, ValueError):
+    """The loss or the weights became non-finite; the last checkpoint on disk is still finite.
+
+    A ``ValueError`` too, so the command line reports it in one line (exit status 2).
+    """
 
 
 @dataclass
@@ -213,7 +222,9 @@ def train(
     # The group outlives this call (torchrun's store cannot host a second init in one process);
     # init() registers its cleanup at exit.
     distributed.init(backend="nccl" if device.type == "cuda" else "gloo")
-    return _train(model, objective, data, config, run_dir, eval_hook, run_config, device)
+    writer = run_dir is not None and distributed.is_main()
+    with run_lock(run_dir) if writer else contextlib.nullcontext():  # one writer per run
+        return _train(model, objective, data, config, run_dir, eval_hook, run_config, device)
 
 
 def _train(
@@ -295,6 +306,7 @@ def _train(
     pending_loss: list[Tensor] = []
     pending_norm: list[Tensor] = []
     last_time, last_step = time.perf_counter(), start
+    saved = start if run_dir is not None and start > 0 else None  # the last checkpoint's step
     raw.train()
     try:
         for step in range(start, config.steps):
@@ -326,13 +338,17 @@ def _train(
             pending_norm.append(grad_norm.detach())
             log.step()
 
+            ckpt_due = done % config.ckpt_every == 0 or done == config.steps
             if done % config.log_every == 0 or done == config.steps:
                 step_losses = _mean_over_ranks(torch.stack(pending_loss), W).tolist()
                 losses.extend(step_losses)
-                if not all(math.isfinite(v) for v in step_losses):
-                    raise FloatingPointError(
-                        f"the loss became {step_losses[-1]} by step {done}; lower train.lr, "
-                        "enable train.grad_clip, or check the data for nan/inf."
+                bad = [i for i, v in enumerate(step_losses) if not math.isfinite(v)]
+                if bad:
+                    raise _diverged(
+                        f"the loss was {step_losses[bad[0]]} at step {last_step + bad[0] + 1}",
+                        run_dir,
+                        saved,
+                        config,
                     )
                 now = time.perf_counter()
                 log.write(
@@ -350,8 +366,13 @@ def _train(
             eval_due = config.eval_every > 0 and done % config.eval_every == 0
             if eval_hook is not None and eval_due and main:
                 log.write({"step": done, "eval": _run_eval(eval_hook, done, ema, raw)})
-            ckpt_due = done % config.ckpt_every == 0 or done == config.steps
+            if run_dir is not None and ckpt_due:
+                # Nothing non-finite is ever saved: the last good checkpoint must survive.
+                problem = _nonfinite(pending_loss, last_step, raw, ema, optimizer, device, W)
+                if problem:
+                    raise _diverged(problem, run_dir, saved, config)
             if run_dir is not None and ckpt_due and main:
+                saved = done
                 save_checkpoint(
                     run_dir,
                     raw,
@@ -522,6 +543,58 @@ def _run_eval(
     if not isinstance(metrics, dict):
         raise TypeError(f"eval_hook returned {type(metrics).__name__}; return a dict of metrics.")
     return metrics
+
+
+def _nonfinite(
+    pending_loss: list[Tensor],
+    last_step: int,
+    model: nn.Module,
+    ema: EMA | None,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
+    world_size: int,
+) -> str | None:
+    """What is non-finite among the losses since ``last_step``, the weights, the EMA and the
+    optimizer state (one device sync, agreed across ranks), or None."""
+    tensors = [p for p in model.parameters()]
+    if ema is not None:
+        tensors += list(ema.module.parameters())
+    tensors += [v for state in optimizer.state.values() for v in state.values()
+                if isinstance(v, Tensor) and v.is_floating_point()]  # fmt: skip
+    finite_loss = torch.stack([torch.isfinite(v).all() for v in pending_loss or [torch.ones(())]])
+    finite_state = torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    flags = torch.cat([~finite_loss, (~finite_state)[None]]).to(device=device, dtype=torch.int32)
+    if world_size > 1:  # every rank stops together
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    flags = flags.cpu()
+    if flags[:-1].any():
+        i = int(flags[:-1].nonzero()[0])
+        return f"the loss was {pending_loss[i].item()} at step {last_step + i + 1}"
+    if flags[-1]:
+        step = last_step + len(pending_loss)
+        return f"the weights or optimizer state became non-finite by step {step}"
+    return None
+
+
+def _diverged(
+    problem: str, run_dir: Path | None, saved: int | None, config: TrainConfig
+) -> TrainingDiverged:
+    fix = (
+        f"lower train.lr (now {config.lr:g}), set train.grad_clip (now {config.grad_clip:g}; 0 is "
+        "off) or a warm-up, or check the data for nan/inf"
+    )
+    if run_dir is None:
+        return TrainingDiverged(f"training diverged: {problem}; {fix}.")
+    if saved is None:
+        return TrainingDiverged(
+            f"training diverged: {problem}, before the first checkpoint, so {run_dir} holds "
+            f"none; {fix}, and train again."
+        )
+    return TrainingDiverged(
+        f"training diverged: {problem}; nothing non-finite was saved, so the last checkpoint in "
+        f"{run_dir} (step {saved}) is intact; {fix}, then resume it (e.g. `flowforge train "
+        f"{run_dir} --train.lr={config.lr / 10:g}`)."
+    )
 
 
 def _objective_state(objective: Objective) -> dict | None:
