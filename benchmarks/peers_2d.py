@@ -456,6 +456,62 @@ def solve(lib: str, model: nn.Module, x_0: Tensor, method: str, nfe: int | None)
     return x, calls
 
 
+def sampler_overhead(model: nn.Module, batch: int, nfe: int, repeats: int) -> dict[str, float]:
+    """Microseconds per network call that a sampler adds to the call itself: flowforge's
+    ``sample_ode`` (Euler, Heun) against a plain hand-written loop, on the same network and
+    noise, repeats interleaved; the pure calls ``model(x, t)`` are timed in the same rounds.
+
+    overhead = (time of the solve - time of its ``nfe`` bare calls) / nfe.
+    """
+    x_0 = torch.randn(batch, 2, generator=torch.Generator().manual_seed(7))
+    grid_e, grid_h = uniform_grid(nfe), uniform_grid(nfe // 2)
+
+    def plain_euler() -> Tensor:
+        x, ts = x_0, torch.linspace(0, 1, nfe + 1)
+        for i in range(nfe):
+            x = x + (ts[i + 1] - ts[i]) * model(x, ts[i].expand(batch))
+        return x
+
+    def plain_heun() -> Tensor:
+        x, ts = x_0, torch.linspace(0, 1, nfe // 2 + 1)
+        for i in range(nfe // 2):
+            h = ts[i + 1] - ts[i]
+            v_0 = model(x, ts[i].expand(batch))
+            v_1 = model(x + h * v_0, ts[i + 1].expand(batch))
+            x = x + h * 0.5 * (v_0 + v_1)
+        return x
+
+    def bare() -> None:
+        t = torch.full((batch,), 0.5)
+        for _ in range(nfe):
+            model(x_0, t)
+
+    runners = {
+        "bare calls": bare,
+        "plain euler": plain_euler,
+        "flowforge euler": lambda: sample_ode(model, x_0, grid_e, "euler"),
+        "plain heun": plain_heun,
+        "flowforge heun": lambda: sample_ode(model, x_0, grid_h, "heun"),
+    }
+
+    def timed(f):
+        def run() -> float:
+            t0 = time.perf_counter()
+            f()
+            return time.perf_counter() - t0
+
+        return run
+
+    with torch.no_grad():
+        secs = interleaved({k: timed(f) for k, f in runners.items()}, repeats)
+    bare_s = secs.pop("bare calls")
+    # per round: (solve - bare) / nfe, then the median over rounds
+    return {
+        k: statistics.median((s - b) / nfe * 1e6 for s, b in zip(v, bare_s, strict=True))
+        for k, v in secs.items()
+    } | {"bare call": statistics.median(bare_s) / nfe * 1e6}
+
+
 def timed_solves(model, x_0, method, nfe, libs, repeats) -> dict[str, tuple[Tensor, int, float]]:
     """(samples, NFE, median seconds per 1000 samples) per library, libraries interleaved."""
     results = {}
@@ -806,6 +862,11 @@ def run_task(task: str, init: nn.Module, args: argparse.Namespace) -> dict:
     res["ot_rate"] = train_interleaved(ot, ot_stream, chunk=50)
     res["ot"] = {lib: quality(tr.model, task, args, libs=("flowforge",)) for lib, tr in ot.items()}
     print(f"   ot {time.perf_counter() - t0:.0f}s", flush=True)
+    model = trainers["flowforge"].model.eval()
+    res["overhead"] = {
+        batch: sampler_overhead(model, batch, 32, 5 if args.quick else 21) for batch in (16, 1000)
+    }
+    print(f"   sampler overhead {time.perf_counter() - t0:.0f}s", flush=True)
     if args.profile:
         res["profile"] = profile_step(init, task, args.batch)
     return res
@@ -839,6 +900,23 @@ def summary(results: dict, args: argparse.Namespace) -> list[str]:
             f"fixed-step samples max|dx| vs peers = {fmt_dx(max(fixed))} (equal at equal NFE: "
             f"{'PASS' if max(fixed) < 1e-4 else 'FAIL'})",
         ]
+        e2e_fastest, e2e = paired_ratios(res["speed"]["end to end"])
+        e2e_med = statistics.median(e2e["flowforge train()"])
+        lines.append(
+            f"- {task}: end to end, flowforge `train()` (EMA and clipping off, constant lr) / the "
+            f"fastest peer's hand loop ({e2e_fastest}), median paired ratio = {e2e_med:.3f} "
+            f"(target >= 1.10: {'PASS' if e2e_med >= 1.10 else 'FAIL'}); with train()'s "
+            f"defaults {statistics.median(e2e['flowforge train() defaults']):.3f}"
+        )
+        for batch, o in res.get("overhead", {}).items():
+            ok = all(o[f"flowforge {m}"] <= o[f"plain {m}"] for m in ("euler", "heun"))
+            lines.append(
+                f"- {task}: sampler overhead per network call at batch {batch} (a bare call "
+                f"{o['bare call']:.0f} us): flowforge Euler {o['flowforge euler']:.1f} us vs a "
+                f"plain loop {o['plain euler']:.1f} us, Heun {o['flowforge heun']:.1f} vs "
+                f"{o['plain heun']:.1f} us (target: no more than the plain loop: "
+                f"{'PASS' if ok else 'FAIL'})"
+            )
     return lines
 
 

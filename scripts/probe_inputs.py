@@ -375,7 +375,7 @@ def probe_divergence(tmp: Path, subprocess_mode: bool) -> dict:
     code, _ = run_flowforge([*base, "--train.steps=10"], subprocess_mode)
     assert code == 0
     code, err = run_flowforge(
-        ["train", str(run), "--train.steps=60", "--train.lr=1e6", "--train.grad_clip=0",
+        ["train", str(run), "--train.steps=60", "--train.lr=1e12", "--train.grad_clip=0",
          "--train.log_every=100", "--no-eval"], subprocess_mode,
     )  # fmt: skip
     kept = checkpoint_step(run)

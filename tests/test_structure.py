@@ -11,7 +11,7 @@ import flowforge
 
 SRC = Path(flowforge.__file__).parent
 LAYER = {
-    "typing": 0, "utils": 0,
+    "protocols": 0, "utils": 0,
     "paths": 1, "models": 1, "data": 1, "metrics": 1,
     "losses": 2, "solvers": 2, "guidance": 2, "nf": 2, "latent": 2, "gfn": 2, "discrete": 2,
     "distill": 3, "finetune": 3, "inverse": 3, "science": 3,

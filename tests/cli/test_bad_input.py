@@ -36,7 +36,7 @@ def test_a_bad_input_is_one_clear_line(case, probe_runs, tmp_path):
 
 
 def test_a_diverging_run_keeps_its_last_good_checkpoint(tmp_path):
-    """Training to step 10 at a sane rate, then on at lr 1e6: the run stops with a one-line
+    """Training to step 10 at a sane rate, then on at lr 1e12: the run stops with a one-line
     message naming the step, step 10's finite checkpoint stays, and resuming from it works."""
     result = probe.probe_divergence(tmp_path, subprocess_mode=False)
     assert result["ok"], result

@@ -198,3 +198,18 @@ def test_method_keys_are_typed_by_the_recipe():
         apply_overrides(mf, ["--method.schedule=H1P1R1"])
     with pytest.raises(ConfigError, match="Did you mean 'meanflow'"):
         apply_overrides(RunConfig(), ["--method.name=meanflw"])
+
+
+def test_eval_warns_when_the_ema_still_holds_the_initial_weights(tmp_path):
+    """A 40-step run with decay 0.999 and no warm-up keeps 0.999^40 = 96 % of the initial
+    weights in its EMA: the evaluation says so and records the share; with the automatic
+    warm-up (the default for such a short run) the share is negligible."""
+    args = ["train.steps=40", "train.warmup_steps=0", "train.ema_decay=0.999", "threads=1"]
+    args += ["train.progress=false", "eval.n_samples=50", "eval.floor_repeats=1"]
+    args += ["eval.nfes=2", "eval.solvers=euler", "eval.dopri5=false", "sample.n=50"]
+    with pytest.warns(UserWarning, match="still hold 96% of the initial"):
+        stale = flowforge.fit("toy2d_fm", *args, "train.ema_warmup=false", run_dir=tmp_path / "a")
+    assert stale.metrics["ema_initial_share"] == pytest.approx(0.999**40)
+    fresh = flowforge.fit("toy2d_fm", *args, run_dir=tmp_path / "b")
+    assert fresh.config.train.ema_warmup is None and fresh.config.train.ema_warms_up
+    assert fresh.metrics["ema_initial_share"] < 1e-6

@@ -20,9 +20,12 @@ import sys
 import typing
 from collections.abc import Sequence
 
-from flowforge.recipes.config import ConfigError, RunConfig
-from flowforge.recipes.config_io import apply_overrides, config_keys, list_presets
-from flowforge.recipes.table import all_solvers
+from flowforge.recipes.errors import ConfigError
+from flowforge.recipes.presets import list_presets
+
+# The config, the recipes and torch load only for the commands that need them (train, sample,
+# eval, recipes): `flowforge --help` and `flowforge presets` start at once.
+HEAVY_COMMANDS = ("train", "sample", "eval")
 
 __all__ = ["main", "build_parser"]
 
@@ -78,11 +81,14 @@ def _add_override_options(
             f"The run's {' and '.join(s + '.*' for s in sections)} settings, as "
             "--section.key=VALUE (defaults: the run's config.yaml)."
         )
+    from flowforge.recipes.config_io import config_keys
+
     group = parser.add_argument_group("config overrides", about)
     for key, tp, default, text, choices in config_keys():
         if sections is not None and key.split(".")[0] not in sections:
             continue
         shown = "null" if default is None else default
+        text = text.replace("%", "%%")  # argparse formats help strings with %
         group.add_argument(
             f"--{key}",
             dest=f"override:{key}",
@@ -92,8 +98,20 @@ def _add_override_options(
         )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``flowforge`` command."""
+def _solvers(full: bool) -> list[str]:
+    if not full:
+        return ["SOLVER"]
+    from flowforge.recipes.table import all_solvers
+
+    return all_solvers()
+
+
+def build_parser(full: bool = True) -> argparse.ArgumentParser:
+    """The argument parser of the ``flowforge`` command.
+
+    ``full=False`` leaves out the config overrides of ``train``, ``sample`` and ``eval`` (they
+    need the recipes, and with them torch): enough for ``--help`` and ``presets``.
+    """
     parser = _Parser(
         prog="flowforge",
         description="Train, sample and evaluate flow-matching models.",
@@ -137,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip the evaluation and pictures after training (checkpoints are still written)",
     )
-    _add_override_options(p)
+    if full:
+        _add_override_options(p)
     p.set_defaults(func=_train)
 
     p = sub.add_parser(
@@ -153,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--solver",
         default=None,
-        metavar="{" + ",".join(all_solvers()) + "}",
+        metavar="{" + ",".join(_solvers(full)) + "}",
         help="ODE solver, or a recipe's own sampler (fewstep: the few-step methods') "
         "(default: sample.solver)",
     )
@@ -188,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
         "[0, 1]), .png (a scatter beside the data, or a grid of images), or a folder ending in "
         "/ (one PNG per image) (default: <run>/sample.npy)",
     )
-    _add_override_options(p, ("sample",))
+    if full:
+        _add_override_options(p, ("sample",))
     p.set_defaults(func=_sample)
 
     p = sub.add_parser(
@@ -211,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="SOLVER",
-        help="solvers to compare: " + ", ".join(all_solvers()) + " (dopri5 spends what it "
+        help="solvers to compare: " + ", ".join(_solvers(full)) + " (dopri5 spends what it "
         "needs; fewstep is the few-step methods' own sampler) (default: eval.solvers)",
     )
     p.add_argument(
@@ -219,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: eval.seed)")
     p.add_argument("--which", choices=["ema", "model"], default="ema", help="weights to evaluate")
-    _add_override_options(p, ("sample", "eval"))
+    if full:
+        _add_override_options(p, ("sample", "eval"))
     p.set_defaults(func=_eval)
 
     p = sub.add_parser(
@@ -251,6 +272,7 @@ def _overrides(args: argparse.Namespace, rest: list[str]) -> list[str]:
 
 def _train(args: argparse.Namespace, rest: list[str]) -> int:
     from flowforge.cli import train_command  # plotting and metrics load only when needed
+    from flowforge.recipes.config_io import apply_overrides
 
     config, run_dir = train_command.resolve_train(args.source, args.out_dir)
     config = apply_overrides(config, _overrides(args, rest))
@@ -323,9 +345,12 @@ def _recipes(args: argparse.Namespace, rest: list[str]) -> int:
 def _check_rest(command: str, rest: list[str]) -> None:
     """Leftover arguments must be dotted overrides (``--section.key=VALUE``)."""
     for item in rest:
-        if command in ("train", "sample", "eval") and item.startswith("--") and "." in item:
+        if command in HEAVY_COMMANDS and item.startswith("--") and "." in item:
             if "=" not in item:
-                apply_overrides(RunConfig(), [item])  # raises the "has no value" ConfigError
+                raise ConfigError(
+                    f"override {item!r} has no value; write it as {item}=VALUE (e.g. "
+                    "--train.steps=2000)."
+                )
             continue
         raise ConfigError(
             f"unrecognised argument {item!r} for `flowforge {command}`; see "
@@ -335,13 +360,14 @@ def _check_rest(command: str, rest: list[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 2 user error)."""
-    parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(full=command in HEAVY_COMMANDS)
     args, rest = parser.parse_known_args(argv)
     try:
         _check_rest(args.command, rest)
         return args.func(args, rest)
-    except (ValueError, TypeError, OSError) as e:
+    except (ValueError, TypeError, OSError, ImportError) as e:  # ImportError: a missing extra
         if args.traceback:
             raise
         print(f"flowforge {args.command}: error: {e}", file=sys.stderr)

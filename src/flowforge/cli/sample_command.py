@@ -12,6 +12,7 @@ import torch
 
 from flowforge.cli.eval_command import run_overrides
 from flowforge.recipes import plots
+from flowforge.recipes.base import describe_sampling
 from flowforge.recipes.config import ConfigError, is_image_run
 from flowforge.recipes.run import check_label, load, read_run_config
 from flowforge.solvers.ode import NFE_PER_STEP
@@ -107,16 +108,18 @@ def sample_command(
         elif image:
             per = 10
             rows = [x[i : i + per] for i in range(0, min(len(x), 10 * per), per)]
-            plots.plot_image_rows(
-                out, rows, [""] * len(rows), title=f"{run_dir.name}: {s.solver}, NFE {drawn.nfe}"
-            )
+            what = describe_sampling(s, drawn.nfe, loaded.data.num_classes, _labels(label))
+            figure = plots.plot_image_rows(rows, [""] * len(rows), title=f"{run_dir.name}: {what}")
+            plots.save_figure(figure, out)
         else:
             reference = loaded.data.fresh(s.n, torch.Generator().manual_seed(s.seed + 1))
-            title = f"{run_dir.name}: {s.solver}, NFE {drawn.nfe}" + (
-                f", guidance {s.guidance:g}" if loaded.data.num_classes else ""
-            )
+            what = describe_sampling(s, drawn.nfe, loaded.data.num_classes, _labels(label))
             labels = None if drawn.labels is None else drawn.labels.numpy()
-            plots.plot_samples(out, x.numpy(), reference.numpy(), title=title, labels=labels)
+            figure = plots.plot_samples(
+                x.numpy(), reference.numpy(), title=f"{run_dir.name}: {what}", labels=labels,
+                columns=loaded.data.columns,
+            )  # fmt: skip
+            plots.save_figure(figure, out)
     except OSError as e:
         raise PermissionError(
             f"cannot write --out={str(out)!r} ({e.strerror or e}); choose a writable path."
@@ -127,6 +130,10 @@ def sample_command(
         f"{tuple(x.shape)} to {out}"
     )
     return out
+
+
+def _labels(label: int | None) -> str | None:
+    return None if label is None else f"label {label}"
 
 
 def _write_pngs(folder: Path, x: torch.Tensor) -> None:

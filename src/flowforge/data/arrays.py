@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-__all__ = ["load_array", "ArrayDataset"]
+__all__ = ["load_array", "read_header", "ArrayDataset"]
 
 SUFFIXES: tuple[str, ...] = (".csv", ".npy")
 FLOAT32_MAX = float(np.finfo(np.float32).max)  # values beyond it overflow in training
@@ -141,6 +141,31 @@ def _load_npy(path: Path) -> np.ndarray:
         value = a[i, j].item()
         _check_value(path, f"a[{i}, {j}] (0-based; {len(bad)} in all)", value, value)
     return a
+
+
+def read_header(path: str | os.PathLike) -> list[str] | None:
+    """The column names of a CSV file's header row (a first row in which no cell is a
+    number), or None (no header, or not a CSV file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "d.csv"
+        >>> _ = p.write_text("height,weight\\n1,2\\n")
+        >>> read_header(p)
+        ['height', 'weight']
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".csv":
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            for cells in csv.reader(f):
+                if cells and any(c.strip() for c in cells):
+                    cells = [c.strip() for c in cells]
+                    return cells if all(_parse_float(c) is None for c in cells) else None
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    return None
 
 
 def load_array(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> Tensor:

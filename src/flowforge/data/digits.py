@@ -94,7 +94,13 @@ def load_digits_tensor(
         raise ValueError(f"size={size!r} is not supported; pass 8 (native) or 16 (upsampled).")
     if split not in ("train", "test", "all"):
         raise ValueError(f"split={split!r} is not valid; choose 'train', 'test' or 'all'.")
-    from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+    try:
+        from sklearn.datasets import load_digits  # bundled with scikit-learn: no download
+    except ImportError as e:
+        raise ImportError(
+            "the digits dataset comes with scikit-learn, from the [digits] extra: pip install "
+            "'flowforge[digits]'."
+        ) from e
 
     bunch = load_digits()
     images = np.asarray(bunch.images, dtype=np.float32)  # (N, 8, 8), values 0..16

@@ -48,8 +48,8 @@ def make_mnist1d(n: int, seed: int = 0) -> tuple[Tensor, Tensor]:
         from mnist1d.data import get_dataset_args, make_dataset
     except ImportError as e:
         raise ImportError(
-            "make_mnist1d needs the mnist1d package (pure Python, no torch); install it with "
-            "`pip install mnist1d`."
+            "make_mnist1d needs the mnist1d package (pure Python, no torch), from the "
+            "[mnist1d] extra: pip install 'flowforge[mnist1d]'."
         ) from e
     args = get_dataset_args()  # the package defaults; its download URL is never used
     args.num_samples = -(-n // 10) * 10  # next multiple of 10: n // 10 per class

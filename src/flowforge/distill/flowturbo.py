@@ -32,7 +32,7 @@ from flowforge.losses.time_samplers import UniformTime
 from flowforge.models.layers import ACTIVATIONS, Activation, SinusoidalEmbedding, make_activation
 from flowforge.paths.affine import CondOTPath
 from flowforge.paths.base import ProbPath
-from flowforge.typing import Field, TimeSampler
+from flowforge.protocols import Field, TimeSampler
 from flowforge.utils.checks import check_batch, check_choice
 from flowforge.utils.tensor import randn_like_gen, wider_float
 

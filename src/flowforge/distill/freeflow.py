@@ -57,7 +57,7 @@ from flowforge.distill.freeflow_targets import (
 from flowforge.losses.distances import mse
 from flowforge.models.mlp import MLPConfig, MLPField
 from flowforge.models.unet import UNetConfig, UNetField
-from flowforge.typing import Field, TimeSampler
+from flowforge.protocols import Field, TimeSampler
 from flowforge.utils import (
     average_gradients,
     check_batch,

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from flowforge.losses.distances import mse
-from flowforge.typing import Field
+from flowforge.protocols import Field
 from flowforge.utils import check_choice, expand_like, unwrap_ddp
 
 __all__ = [

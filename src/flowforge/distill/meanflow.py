@@ -50,7 +50,7 @@ from torch.func import jvp
 from flowforge.distill.dispersive import capture_features
 from flowforge.guidance.dropout import drop_condition
 from flowforge.losses.time_samplers import LogitNormalTime
-from flowforge.typing import TimeSampler
+from flowforge.protocols import TimeSampler
 from flowforge.utils import (
     check_batch,
     check_choice,

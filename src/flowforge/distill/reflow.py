@@ -47,9 +47,9 @@ from tqdm.auto import tqdm
 
 from flowforge.losses.distances import mse, pseudo_huber
 from flowforge.losses.time_samplers import UShapedTime
+from flowforge.protocols import Field, TimeSampler
 from flowforge.solvers.grids import check_time_grid, uniform_grid
 from flowforge.solvers.ode import TABLEAUS, ODEMethod, sample_euler, sample_ode
-from flowforge.typing import Field, TimeSampler
 from flowforge.utils import atomic_path, check_batch, check_choice, expand_like, wider_float
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from flowforge.typing import Field
+from flowforge.protocols import Field
 from flowforge.utils.checks import check_batch
 from flowforge.utils.tensor import expand_like
 

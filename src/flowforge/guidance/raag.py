@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.guidance.cfg import check_null_type, predict_cond_uncond
-from flowforge.typing import Field
+from flowforge.protocols import Field
 from flowforge.utils.tensor import expand_like
 
 __all__ = ["RAAG"]

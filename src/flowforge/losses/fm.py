@@ -12,7 +12,7 @@ from flowforge.losses.distances import mse, pseudo_huber
 from flowforge.losses.time_samplers import UniformTime
 from flowforge.paths.affine import CondOTPath
 from flowforge.paths.base import ProbPath
-from flowforge.typing import Coupling, Field, TimeSampler
+from flowforge.protocols import Coupling, Field, TimeSampler
 from flowforge.utils import check_batch, check_choice, check_finite, randn_like_gen
 
 __all__ = ["FlowMatchingLoss", "Distance"]

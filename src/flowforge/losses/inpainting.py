@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from flowforge.data.masks import box_masks, inpainting_condition
-from flowforge.typing import Field
+from flowforge.protocols import Field
 
 __all__ = ["InpaintingLoss"]
 

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from flowforge.losses.time_samplers import UniformTime
 from flowforge.paths.interpolant import InterpolantSample, StochasticInterpolant
-from flowforge.typing import Field, TimeSampler
+from flowforge.protocols import Field, TimeSampler
 from flowforge.utils.checks import check_batch, check_choice, check_same_shape
 from flowforge.utils.tensor import expand_like, randn_like_gen
 

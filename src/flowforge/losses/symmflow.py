@@ -23,7 +23,7 @@ from torch import Tensor
 
 from flowforge.losses.distances import mse
 from flowforge.losses.time_samplers import UniformTime
-from flowforge.typing import TimeSampler
+from flowforge.protocols import TimeSampler
 from flowforge.utils.tensor import expand_like, randn_like_gen
 
 __all__ = ["SymmFlowLoss", "channels_to_masks", "masks_to_channels"]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 __all__ = ["ClassifierConfig", "ImageClassifier", "train_classifier", "transform_task"]
 
@@ -109,6 +110,7 @@ def train_classifier(
     batch_size: int = 64,
     lr: float = 3e-3,
     generator: torch.Generator | None = None,
+    progress: bool = False,
 ) -> list[float]:
     """Train ``model`` in place with Adam on cross-entropy over random minibatches.
 
@@ -123,6 +125,7 @@ def train_classifier(
         batch_size: examples per step (drawn with replacement).
         lr: Adam learning rate.
         generator: source of the minibatch indices.
+        progress: show a progress bar.
 
     Returns:
         The training loss of each step.
@@ -149,13 +152,15 @@ def train_classifier(
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     model.train()
     losses = []
-    for _ in range(steps):
+    bar = tqdm(range(steps), desc="feature classifier", unit="step", disable=not progress)
+    for _ in bar:
         idx = torch.randint(0, x.shape[0], (batch_size,), generator=generator)
         loss = F.cross_entropy(model(x[idx.to(x.device)]), labels[idx.to(labels.device)].long())
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
+    bar.close()
     model.eval()
     return losses
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.paths.affine import AffinePath, Parameterization
-from flowforge.typing import Field
+from flowforge.protocols import Field
 
 __all__ = ["ConvertedField"]
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from flowforge.typing import Field
+from flowforge.protocols import Field
 from flowforge.utils import expand_like, per_example, wider_float
 
 __all__ = [

@@ -6,38 +6,54 @@ samples and counts NFE, and what its evaluation reports and draws. ``RECIPES`` i
 from ``method.name`` to recipe; a new method is one file and one row. ``fit`` trains a run,
 ``load`` reads one back as a ``Run`` that samples and evaluates through the same recipe.
 
+The names below load on first access, so the command line can list presets without torch.
+
 Example:
-    >>> sorted(RECIPES)[:3]
+    >>> import flowforge.recipes as recipes
+    >>> sorted(recipes.RECIPES)[:3]
     ['autoencoder', 'blockwise', 'flowturbo']
 """
 
-from flowforge.recipes.base import (
-    Recipe,
-    RunData,
-    Sampler,
-    Samples,
-    TrainContext,
-    Training,
-    guided_field,
-    ode_sample,
-    ode_sampler,
-)
-from flowforge.recipes.config import (
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    MethodConfig,
-    ModelConfig,
-    RunConfig,
-    SampleConfig,
-)
-from flowforge.recipes.config_io import apply_overrides, load_yaml, save_yaml
-from flowforge.recipes.fitting import fit
-from flowforge.recipes.images import ImageData
-from flowforge.recipes.run import Run, load
-from flowforge.recipes.table import RECIPES, recipe_for
-from flowforge.recipes.validation import validate
-from flowforge.recipes.vectors import VectorData
+# ruff: noqa: F401  (the imports of __getattr__ are its return values, through locals())
+
+from __future__ import annotations
+
+
+def __getattr__(name: str):
+    """The public names, imported on first access (other names, submodules among them, are
+    left to the import system)."""
+    if name not in __all__:
+        raise AttributeError(f"module 'flowforge.recipes' has no attribute {name!r}")
+    from flowforge.recipes.base import (
+        Recipe,
+        RunData,
+        Sampler,
+        Samples,
+        TrainContext,
+        Training,
+        guided_field,
+        ode_sample,
+        ode_sampler,
+    )
+    from flowforge.recipes.config import (
+        ConfigError,
+        DataConfig,
+        EvalConfig,
+        MethodConfig,
+        ModelConfig,
+        RunConfig,
+        SampleConfig,
+    )
+    from flowforge.recipes.config_io import apply_overrides, load_yaml, save_yaml
+    from flowforge.recipes.fitting import fit
+    from flowforge.recipes.images import ImageData
+    from flowforge.recipes.run import Run, load
+    from flowforge.recipes.table import RECIPES, recipe_for
+    from flowforge.recipes.validation import validate
+    from flowforge.recipes.vectors import VectorData
+
+    return locals()[name]
+
 
 __all__ = [
     "ConfigError",

@@ -84,15 +84,14 @@ class AutoencoderRecipe(Recipe):
         mse = torch.cat(errors)
         return {"step": step, "reconstruction_mse": float(mse.mean()), "n_test": len(mse)}
 
-    def draw(self, model: nn.Module, data: ImageData, run_dir: Path, step) -> list[Path]:
+    def draw(self, model: nn.Module, data: ImageData, run_dir: Path | None, step) -> dict:
         """reconstructions.png: ten held-out images and their reconstructions."""
         x = data.test_x[:10]
         with torch.no_grad():
             recon = model.decode(model.encode(x)[0]).clamp(-1, 1)
-        path = plots.plot_image_rows(
-            run_dir / "reconstructions.png",
+        figure = plots.plot_image_rows(
             [x, recon],
             ["held-out", "reconstruction"],
-            title=f"{self.config.name}: autoencoder reconstructions",
+            title=f"{self.config.name}, step {step}: held-out images and their reconstructions",
         )
-        return [path]
+        return {"reconstructions.png": figure}

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from flowforge.guidance.cfg import ClassifierFreeGuidance
 from flowforge.guidance.raag import RAAG
+from flowforge.protocols import Field
 from flowforge.recipes.config import (
     ODE_SOLVERS,
     ConfigError,
@@ -41,7 +42,6 @@ from flowforge.solvers.adaptive import sample_dopri5
 from flowforge.solvers.grids import shifted_grid, uniform_grid
 from flowforge.solvers.ode import NFE_PER_STEP, sample_ode
 from flowforge.train.data import BatchSource
-from flowforge.typing import Field
 
 if TYPE_CHECKING:
     from flowforge.train.loop import Objective
@@ -53,6 +53,7 @@ __all__ = [
     "TrainContext",
     "Sampler",
     "Samples",
+    "describe_sampling",
     "GUIDANCE",
     "guided_field",
     "ode_sample",
@@ -86,6 +87,23 @@ def guided_field(model: Field, sample: SampleConfig, num_classes: int) -> Field:
     if num_classes == 0 or sample.guidance == 1.0:
         return model
     return GUIDANCE[sample.guidance_method](model, sample, num_classes)
+
+
+def describe_sampling(
+    sample: SampleConfig, nfe: int, num_classes: int, labels: str | None = None
+) -> str:
+    """What a picture's samples are: solver, NFE, guidance and labels, for its title.
+
+    Example:
+        >>> describe_sampling(SampleConfig(guidance=2.0), 16, num_classes=8, labels="label 3")
+        'heun NFE 16, cfg guidance 2, label 3'
+    """
+    parts = [f"{sample.solver} NFE {nfe}"]
+    if num_classes and sample.guidance != 1.0:
+        parts.append(f"{sample.guidance_method} guidance {sample.guidance:g}")
+    if num_classes:
+        parts.append(labels or "labels drawn with the class frequencies")
+    return ", ".join(parts)
 
 
 def ode_steps(key: str, solver: str, nfe: int) -> int:
@@ -289,8 +307,8 @@ class RunData(abc.ABC):
         """Sample quality of ``recipe``'s samples at the run's eval settings."""
 
     @abc.abstractmethod
-    def pictures(self, recipe: Recipe, model: nn.Module, run_dir: Path, step) -> list[Path]:
-        """The run's pictures at its sampling settings; returns the written paths."""
+    def pictures(self, recipe: Recipe, model: nn.Module, run_dir: Path, step) -> dict:
+        """The run's pictures at its sampling settings: ``{file name: Figure}``."""
 
 
 class Recipe(abc.ABC):
@@ -423,6 +441,6 @@ class Recipe(abc.ABC):
         """Metrics of the trained ``model`` at the run's eval settings."""
         return data.evaluate(self, model, run_dir, step, progress)
 
-    def draw(self, model: nn.Module, data: RunData, run_dir: Path, step) -> list[Path]:
-        """Write the run's pictures into ``run_dir``; returns their paths."""
+    def draw(self, model: nn.Module, data: RunData, run_dir: Path | None, step) -> dict:
+        """The run's pictures, ``{file name: Figure}`` (``Run.draw`` writes them)."""
         return data.pictures(self, model, run_dir, step)

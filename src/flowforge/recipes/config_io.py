@@ -35,6 +35,7 @@ import yaml
 
 from flowforge.recipes.config import ConfigError, MethodConfig, RunConfig
 from flowforge.recipes.legacy import legacy_override, upgrade_legacy
+from flowforge.recipes.presets import list_presets, preset_path
 
 __all__ = [
     "ConfigKey",
@@ -405,30 +406,3 @@ def load_yaml(path: str | Path) -> RunConfig:
 def save_yaml(config: RunConfig, path: str | Path) -> None:
     """Write ``config`` as YAML (reloads with ``load_yaml`` to an equal ``RunConfig``)."""
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-
-
-def _presets_dir() -> Path:
-    return Path(__file__).resolve().parents[1] / "configs"  # installed as package data
-
-
-def list_presets() -> dict[str, str]:
-    """Preset name -> one-line description (the first comment line of its YAML file)."""
-    out = {}
-    for path in sorted(_presets_dir().glob("*.yaml")):
-        first = next((line for line in path.read_text().splitlines() if line.startswith("#")), "#")
-        out[path.stem] = first.lstrip("#").strip()
-    return out
-
-
-def preset_path(name: str) -> Path:
-    """The YAML file of preset ``name``; ``ConfigError`` naming the presets if there is none."""
-    path = _presets_dir() / f"{name}.yaml"
-    if not path.is_file():
-        names = list(list_presets())
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"{name!r} is neither a preset, a .yaml file nor a run directory.{hint} "
-            f"Presets: {', '.join(names)}."
-        )
-    return path

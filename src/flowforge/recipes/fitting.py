@@ -25,6 +25,7 @@ from flowforge.recipes.validation import validate
 from flowforge.train import distributed
 from flowforge.train.checkpoint import checkpoint_step, save_config
 from flowforge.train.lock import RunDirectoryBusy, run_lock
+from flowforge.train.logging import tensorboard_writer
 from flowforge.train.loop import train
 from flowforge.utils.seed import seed_everything
 
@@ -131,6 +132,8 @@ def fit(
     if note:
         distributed.print0(f"note: {note}")
     validate(config)
+    if config.train.tensorboard:
+        tensorboard_writer()  # a missing extra is named before anything is written
     set_threads(config.threads)
     recipe = recipe_for(config)
     if config.data.path is not None:  # so `sample` and `eval` find it from any directory
@@ -199,7 +202,6 @@ def _train_and_evaluate(
         config, data, result.model, result.ema, run_dir=run_dir, step=result.step, recipe=recipe
     )
     if main and evaluate:
-        run.metrics = recipe.evaluate(run.net(), data, run_dir, result.step)
-        run._write_metrics(config, run.metrics)
+        run.evaluate(write=True)
         run.draw()
     return run

@@ -10,7 +10,9 @@ between held-out and training images.
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +30,7 @@ from flowforge.models.classifier import (
     transform_task,
 )
 from flowforge.recipes import plots
+from flowforge.recipes.base import describe_sampling
 from flowforge.recipes.vector_eval import eval_jobs
 from flowforge.utils.io import atomic_path
 
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CLASSIFIER_FILE",
     "classifier_accuracy",
+    "classifier_settings",
     "evaluate",
     "feature_classifier",
     "features",
@@ -47,13 +51,20 @@ __all__ = [
 CLASSIFIER_FILE = "classifier.safetensors"
 
 
-def feature_classifier(run_dir: Path | None, data: ImageData, steps: int, seed: int):
+CLASSIFIER_BOUND = 0.9  # held-out accuracy under which the feature metrics are unreliable
+
+
+def feature_classifier(
+    run_dir: Path | None, data: ImageData, steps: int, seed: int, progress: bool = False
+):
     """The run's feature network: a classifier trained once on the run's training images
     (seeded by ``seed``), then read back from ``run_dir`` on every later evaluation.
 
     It learns the images' classes; images without classes (a flat folder) train it to tell
-    which of four rotations (or flips) was applied (``transform_task``)."""
+    which of four rotations (or flips) was applied (``transform_task``). Its settings are kept
+    beside it (``classifier.json``) and read by ``classifier_settings``."""
     x, y, K = data.train_x, data.train_labels, data.label_classes
+    task = "classes" if y is not None else "rotations"
     if y is None:
         (x, y), K = transform_task(x), 4
     C, H, _ = data.image_shape
@@ -64,11 +75,22 @@ def feature_classifier(run_dir: Path | None, data: ImageData, steps: int, seed: 
         return net.eval()
     torch.manual_seed(seed)
     net = ImageClassifier(ClassifierConfig(in_channels=C, num_classes=K, input_size=H)).float()
-    train_classifier(net, x, y, steps=steps, generator=torch.Generator().manual_seed(seed))
+    g = torch.Generator().manual_seed(seed)
+    train_classifier(net, x, y, steps=steps, generator=g, progress=progress)
     if path is not None:
         with atomic_path(path) as tmp:
             save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+        with atomic_path(path.with_suffix(".json")) as tmp:
+            tmp.write_text(json.dumps({"task": task, "steps": steps, "seed": seed}))
     return net.eval()
+
+
+def classifier_settings(run_dir: Path | None, steps: int, seed: int, task: str) -> dict:
+    """How the run's feature classifier was trained (its saved settings, else these)."""
+    path = None if run_dir is None else Path(run_dir, CLASSIFIER_FILE).with_suffix(".json")
+    if path is not None and path.is_file():
+        return json.loads(path.read_text())
+    return {"task": task, "steps": steps, "seed": seed}
 
 
 def classifier_accuracy(net: ImageClassifier, data: ImageData, n: int) -> float:
@@ -119,20 +141,31 @@ def evaluate(
 
     Returns:
         ``{"step", "n_samples", "guidance", "guidance_method", "raag_alpha",
-        "classifier_accuracy", "floors", "results"}``
+        "classifier_accuracy",
+    "classifier_settings", "floors", "results"}``
         like the vector runs' ``evaluate``; rows add ``fd_unconditional`` (inpainting) and
         ``known_mse`` (mean squared error of the raw samples on the known pixels).
     """
     config = recipe.config
     e = config.eval
     n = min(e.n_samples, len(data.test_x))
-    net = feature_classifier(run_dir, data, e.classifier_steps, e.seed)
+    net = feature_classifier(run_dir, data, e.classifier_steps, e.seed, progress)
     real_feats, real_logits = features(net, data.test_x[:n])
     g = torch.Generator().manual_seed(e.seed)
     floors: dict = {}
     train_idx = torch.randperm(len(data.train_x), generator=g)[:n]
     train_feats, _ = features(net, data.train_x[train_idx])
     clf_acc = classifier_accuracy(net, data, n)
+    task = "classes" if data.test_labels is not None else "rotations"
+    settings = classifier_settings(run_dir, e.classifier_steps, e.seed, task)
+    if clf_acc < CLASSIFIER_BOUND:
+        warnings.warn(
+            f"the feature classifier of the image metrics reads only {clf_acc:.1%} of the "
+            f"held-out images' {task} right (trained {settings['steps']} steps); FD, "
+            "precision and recall in its features are unreliable: raise eval.classifier_steps "
+            f"and delete {CLASSIFIER_FILE} in the run to retrain it.",
+            stacklevel=2,
+        )
     floors.update(_quality(e.metrics, train_feats, real_feats, real_logits, None))
     if "accuracy" in e.metrics:
         floors["accuracy"] = clf_acc  # a perfect generator scores the classifier's accuracy
@@ -170,13 +203,18 @@ def evaluate(
         if data.num_classes and config.sample.guidance_method == "raag"
         else None,
         "classifier_accuracy": clf_acc,
+        "classifier": {
+            **settings,
+            "held_out_accuracy": clf_acc,
+            "reliable": clf_acc >= CLASSIFIER_BOUND,
+        },
         "floors": floors,
         "results": results,
     }
 
 
-def pictures(recipe: Recipe, model: torch.nn.Module, data: ImageData, run_dir: Path):
-    """Write the run's pictures at its sampling settings; returns the written paths."""
+def pictures(recipe: Recipe, model: torch.nn.Module, data: ImageData, run_dir: Path | None):
+    """The run's pictures at its sampling settings: ``{file name: Figure}``."""
     config = recipe.config
     s, title = config.sample, config.name
     g = torch.Generator().manual_seed(s.seed)
@@ -185,40 +223,30 @@ def pictures(recipe: Recipe, model: torch.nn.Module, data: ImageData, run_dir: P
         labels = torch.arange(K).repeat_interleave(per)
         out = recipe.generate(model, data, s, K * per, s.nfe, s.solver, g, labels, run_dir)
         rows = list(out.x.view(K, per, *out.x.shape[1:]))
-        guide = f", {s.guidance_method} {s.guidance:g}" if s.guidance != 1 else ""
-        path = plots.plot_image_rows(
-            run_dir / "samples.png",
-            rows,
-            [f"class {k}" for k in range(K)],
-            title=f"{title}: one row per class ({s.solver}, NFE {out.nfe}{guide})",
+        what = describe_sampling(s, out.nfe, K, labels="one row per class")
+        figure = plots.plot_image_rows(
+            rows, [f"class {k}" for k in range(K)], title=f"{title}: {what}"
         )
-        return [path]
+        return {"samples.png": figure}
     n = 10
     paired = data.channels != "none"  # one row of 10 conditions and their samples
     out = recipe.generate(
         model, data, s, n * (1 if paired else 6), s.nfe, s.solver, g, None, run_dir
     )
+    what = describe_sampling(s, out.nfe, 0)
     if out.known is not None:
         rows = [out.reference, out.reference * out.known, out.raw, out.x, out.unconditional]
         names = ["original", "known pixels", "raw sample", "inpainted", "unconditional"]
-        path = plots.plot_image_rows(
-            run_dir / "inpainting.png",
-            rows,
-            names,
-            title=f"{title}: inpainting before/after ({s.solver}, NFE {out.nfe})",
-        )
-    elif out.masks is not None:
-        path = plots.plot_image_rows(
-            run_dir / "mask_pairs.png",
+        title = f"{title}: inpainting of held-out images with box holes ({what})"
+        return {"inpainting.png": plots.plot_image_rows(rows, names, title=title)}
+    if out.masks is not None:
+        figure = plots.plot_image_rows(
             [plots.colour_masks(out.masks), out.x],
-            ["mask", "generated"],
-            title=f"{title}: masks and images ({s.solver}, NFE {out.nfe})",
+            ["held-out mask", "generated"],
+            title=f"{title}: images rendered from held-out masks ({what})",
         )
-    else:
-        path = plots.plot_image_rows(
-            run_dir / "samples.png",
-            list(out.x.view(6, n, *out.x.shape[1:])),
-            [""] * 6,
-            title=f"{title}: samples ({s.solver}, NFE {out.nfe})",
-        )
-    return [path]
+        return {"mask_pairs.png": figure}
+    figure = plots.plot_image_rows(
+        list(out.x.view(6, n, *out.x.shape[1:])), [""] * 6, title=f"{title}: samples ({what})"
+    )
+    return {"samples.png": figure}

@@ -1,6 +1,8 @@
-"""Pictures of a run, drawn with matplotlib's Agg backend (no display needed).
+"""Pictures of a run: each function takes plain arrays and returns a matplotlib ``Figure``.
 
-Each function takes plain arrays, writes one PNG atomically and returns its path.
+Figures are built on their own Agg canvas (``matplotlib.figure.Figure``), so nothing here
+touches pyplot or switches the user's backend (a notebook keeps its own); ``save_figure``
+writes one atomically as PNG. ``Run.draw`` returns the run's figures by file name.
 """
 
 from __future__ import annotations
@@ -9,151 +11,272 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import LineCollection  # noqa: E402
-from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter  # noqa: E402
-
-from flowforge.utils.io import atomic_path  # noqa: E402
+from flowforge.utils.io import atomic_path
 
 __all__ = [
+    "LOWER_IS_BETTER",
+    "UNIT_INTERVAL",
+    "colour_masks",
+    "figure",
+    "plot_image_rows",
+    "plot_loss",
+    "plot_quality_vs_nfe",
     "plot_samples",
     "plot_trajectories",
-    "plot_quality_vs_nfe",
-    "plot_loss",
-    "plot_image_rows",
-    "colour_masks",
+    "save_figure",
     "smooth",
 ]
 
 _DPI = 110
+_CORNER_COLUMNS = 5  # a corner plot shows the first five columns of wider data
+# metrics whose smaller values are better (the others: larger is better)
+LOWER_IS_BETTER = frozenset(
+    {"w2", "sliced_w2", "mmd", "energy", "fd", "known_error", "known_mse", "fd_unconditional",
+     "reconstruction_mse"}
+)  # fmt: skip
+UNIT_INTERVAL = frozenset({"precision", "recall", "accuracy", "miou", "miou_generated"})
 
 
-def _save(fig, path: str | Path) -> Path:
+def figure(width: float, height: float, rows: int = 1, cols: int = 1, **kwargs):
+    """``(fig, axes)``: a ``Figure`` on its own Agg canvas and a (rows, cols) array of axes."""
+    fig = Figure(figsize=(width, height))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False, **kwargs)
+    return fig, axes
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG, atomically (a reader never sees half a file)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=_DPI, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
 def _limits(*arrays: np.ndarray) -> tuple[float, float, float, float]:
     pts = np.concatenate([a[:, :2] for a in arrays if len(a)])
     lo, hi = np.quantile(pts, 0.002, axis=0), np.quantile(pts, 0.998, axis=0)
-    pad = 0.08 * (hi - lo).max()
+    pad = 0.08 * max((hi - lo).max(), 1e-12)
     return lo[0] - pad, hi[0] + pad, lo[1] - pad, hi[1] + pad
 
 
+def _class_legend(ax, labels: np.ndarray, cmap: str = "tab10") -> None:
+    classes = np.unique(labels)
+    if len(classes) > 20:
+        return
+    colours = [matplotlib.colormaps[cmap](k % 10) for k in classes]  # tab10 cycles
+    handles = [Line2D([], [], ls="", marker="o", ms=4, color=c) for c in colours]
+    ax.legend(handles, [f"class {k}" for k in classes], fontsize=7, loc="best", ncol=2)
+
+
 def plot_samples(
-    path: str | Path,
     samples: np.ndarray,
     data: np.ndarray,
     title: str = "",
     labels: np.ndarray | None = None,
-) -> Path:
-    """Scatter generated samples beside the data (first two features), same axes.
+    columns: Sequence[str] | None = None,
+) -> Figure:
+    """Generated samples beside the data: a scatter of both for 2-D data, a histogram for 1-D,
+    and a corner plot (every pair of the first five columns) for wider data.
 
     Args:
-        path: the PNG to write.
-        samples: (N, D) generated points, D >= 2 (D = 1 is drawn against zero).
+        samples: (N, D) generated points.
         data: (M, D) data points.
-        title: figure title.
-        labels: optional (N,) class of each sample, used as colour.
+        title: figure title (say what was sampled: solver, NFE, guidance, labels).
+        labels: optional (N,) class of each sample, shown by colour with a legend.
+        columns: the D column names (a CSV header), else x0, x1, ...
     """
-    samples, data = _two_d(samples), _two_d(data)
-    fig, axes = plt.subplots(1, 2, figsize=(9, 4.5), sharex=True, sharey=True)
-    x0, x1, y0, y1 = _limits(samples, data)
-    axes[0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5, color="tab:gray")
-    axes[0].set_title(f"data ({len(data)})")
-    if labels is None:
-        axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="tab:blue")
+    samples, data = np.asarray(samples, float), np.asarray(data, float)
+    samples, data = samples.reshape(len(samples), -1), data.reshape(len(data), -1)
+    D = samples.shape[1]
+    names = list(columns) if columns is not None else [f"x{i}" for i in range(D)]
+    if D == 1:
+        fig, axes = figure(6, 3.8)
+        ax = axes[0, 0]
+        bins = np.histogram_bin_edges(np.concatenate([samples[:, 0], data[:, 0]]), bins=60)
+        ax.hist(data[:, 0], bins=bins, density=True, alpha=0.5, color="tab:gray", label="data")
+        ax.hist(samples[:, 0], bins=bins, density=True, alpha=0.5, label="samples")
+        ax.set_xlabel(names[0])
+        ax.legend(fontsize=8)
+    elif D == 2:
+        fig, axes = figure(9, 4.5, 1, 2, sharex=True, sharey=True)
+        x0, x1, y0, y1 = _limits(samples, data)
+        axes[0, 0].scatter(data[:, 0], data[:, 1], s=2, alpha=0.5, color="tab:gray")
+        axes[0, 0].set_title(f"data ({len(data)})")
+        ax = axes[0, 1]
+        if labels is None:
+            ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="tab:blue")
+        else:
+            ax.scatter(
+                samples[:, 0], samples[:, 1], s=2, alpha=0.5, c=labels % 10, cmap="tab10",
+                vmin=0, vmax=9,
+            )  # fmt: skip
+            _class_legend(ax, labels)
+        ax.set_title(f"samples ({len(samples)})")
+        for a in axes[0]:
+            a.set_xlim(x0, x1)
+            a.set_ylim(y0, y1)
+            a.set_aspect("equal")
+            a.set_xlabel(names[0])
+        axes[0, 0].set_ylabel(names[1])
     else:
-        axes[1].scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, c=labels, cmap="tab10")
-    axes[1].set_title(f"samples ({len(samples)})")
-    for ax in axes:
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y0, y1)
-        ax.set_aspect("equal")
+        k = min(D, _CORNER_COLUMNS)
+        fig, axes = figure(2.0 * k + 1, 2.0 * k + 0.5, k, k)
+        for i in range(k):
+            for j in range(k):
+                ax = axes[i, j]
+                if j > i:
+                    ax.set_visible(False)
+                    continue
+                if i == j:
+                    both = np.concatenate([samples[:, i], data[:, i]])
+                    bins = np.histogram_bin_edges(both, bins=40)
+                    ax.hist(data[:, i], bins=bins, density=True, alpha=0.5, color="tab:gray")
+                    ax.hist(samples[:, i], bins=bins, density=True, alpha=0.5, color="tab:blue")
+                else:
+                    ax.scatter(data[:, j], data[:, i], s=1, alpha=0.3, color="tab:gray")
+                    ax.scatter(samples[:, j], samples[:, i], s=1, alpha=0.3, color="tab:blue")
+                if i == k - 1:
+                    ax.set_xlabel(names[j], fontsize=8)
+                if j == 0 and i > 0:
+                    ax.set_ylabel(names[i], fontsize=8)
+                ax.tick_params(labelsize=6)
+        handles = [Line2D([], [], ls="", marker="s", color=c) for c in ("tab:gray", "tab:blue")]
+        more = f" (first {k} of {D} columns)" if D > k else ""
+        fig.legend(handles, [f"data ({len(data)})", f"samples ({len(samples)}){more}"],
+                   loc="upper right", fontsize=8)  # fmt: skip
     fig.suptitle(title)
-    return _save(fig, path)
+    return fig
 
 
 def plot_trajectories(
-    path: str | Path, trajectory: np.ndarray, data: np.ndarray | None = None, title: str = ""
-) -> Path:
-    """ODE paths from noise (t = 0, black) to samples (t = 1, blue), first two features.
+    trajectory: np.ndarray,
+    data: np.ndarray | None = None,
+    title: str = "",
+    columns: Sequence[str] | None = None,
+) -> Figure:
+    """ODE paths from noise (t = 0, black) to samples (t = 1, blue), first two columns.
 
     Args:
-        path: the PNG to write.
         trajectory: (S, N, D) states at S times for N particles.
         data: optional (M, D) data drawn faintly underneath.
         title: figure title.
+        columns: the column names (the first two label the axes).
     """
     traj = np.stack([_two_d(s) for s in trajectory])  # (S, N, 2)
-    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    fig, axes = figure(5.5, 5.5)
+    ax = axes[0, 0]
     if data is not None:
         d = _two_d(data)
-        ax.scatter(d[:, 0], d[:, 1], s=1, alpha=0.15, color="tab:gray")
+        ax.scatter(d[:, 0], d[:, 1], s=1, alpha=0.15, color="tab:gray", label="data")
     paths = LineCollection(traj.transpose(1, 0, 2), colors="tab:olive", alpha=0.35, lw=0.6)
     ax.add_collection(paths)  # one artist for all N paths (N Line2D objects draw slowly)
     ax.scatter(traj[0, :, 0], traj[0, :, 1], s=3, color="black", label="noise (t = 0)")
     ax.scatter(traj[-1, :, 0], traj[-1, :, 1], s=3, color="tab:blue", label="samples (t = 1)")
     ax.set_aspect("equal")
     ax.legend(loc="upper right", fontsize=8)
+    names = list(columns) if columns is not None else ["x0", "x1"]
+    ax.set_xlabel(names[0])
+    ax.set_ylabel(names[1] if len(names) > 1 else "0")
     ax.set_title(title)
-    return _save(fig, path)
+    return fig
+
+
+def _metric_label(name: str) -> str:
+    better = "lower" if name in LOWER_IS_BETTER else "higher"
+    return f"{name} ({better} is better)"
 
 
 def plot_quality_vs_nfe(
-    path: str | Path,
     results: Sequence[dict],
     floors: dict[str, float],
     metrics: Sequence[str],
     title: str = "",
-) -> Path:
+) -> Figure:
     """Metric against NFE (log x), one line per solver, the finite-sample floor dashed.
 
+    Every metric of the rows is drawn (``metrics`` first, then the rows' other columns such as
+    inpainting's ``known_mse``); metrics in [0, 1] on a linear axis, the others on a log axis
+    when they span a decade (symlog when some are <= 0, linear when all are equal).
+
     Args:
-        path: the PNG to write.
         results: rows ``{"solver": str, "nfe": int, <metric>: float, ...}``.
         floors: ``{metric: value}``, the finite-sample floor of each metric.
-        metrics: the metric names to draw, one panel each.
+        metrics: the metric names asked for (drawn first).
         title: figure title.
     """
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
+    names = [m for m in metrics if any(m in r for r in results)]
+    for row in results:
+        names += [k for k, v in row.items() if k not in ("solver", "nfe", *names)
+                  and isinstance(v, (int, float))]  # fmt: skip
+    names = names or list(metrics)
+    cols = min(len(names), 4)
+    rows = -(-len(names) // cols)
+    fig, axes = figure(4.2 * cols, 3.8 * rows, rows, cols)
     solvers = list(dict.fromkeys(r["solver"] for r in results))
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    for index, ax in enumerate(axes.flat):
+        if index >= len(names):
+            ax.set_visible(False)
+            continue
+        metric = names[index]
         for i, solver in enumerate(solvers):
-            rows = sorted((r for r in results if r["solver"] == solver), key=lambda r: r["nfe"])
-            nfe = [r["nfe"] for r in rows]
-            val = [r[metric] for r in rows]
-            marker = "*" if len(rows) == 1 else "o"
-            ax.plot(
-                nfe, val, marker=marker, ms=5 if marker == "o" else 10, label=solver, color=f"C{i}"
+            rows_ = sorted(
+                (r for r in results if r["solver"] == solver and metric in r),
+                key=lambda r: r["nfe"],
             )
-        if metric in floors:
+            if not rows_:
+                continue
+            marker = "*" if len(rows_) == 1 else "o"
+            ax.plot(
+                [r["nfe"] for r in rows_],
+                [r[metric] for r in rows_],
+                marker=marker,
+                ms=5 if marker == "o" else 10,
+                label=solver,
+                color=f"C{i}",
+            )
+        if floors.get(metric) is not None:
             ax.axhline(floors[metric], ls="--", color="black", lw=1, label="floor")
         ax.set_xscale("log", base=2)
-        _value_scale(ax, [r[metric] for r in results] + [floors.get(metric, 1.0)])
+        values = [r[metric] for r in results if metric in r]
+        if floors.get(metric) is not None:
+            values.append(floors[metric])
+        _value_scale(ax, values, unit=metric in UNIT_INTERVAL)
         ax.set_xlabel("NFE")
+        ax.set_ylabel(_metric_label(metric))
         ax.set_title(metric)
         ax.grid(alpha=0.3, which="both")
-    axes[0][0].legend(fontsize=8)
+        ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
-def _value_scale(ax, values: list[float]) -> None:
-    """Log y for positive values spanning a decade or more; symlog when some are <= 0.
+def _value_scale(ax, values: list[float], unit: bool = False) -> None:
+    """Linear for metrics in [0, 1] and for constant values; log y for positive values spanning
+    more than a factor 5; symlog when some are <= 0.
 
     Unbiased estimators (MMD^2, energy distance) dip below zero near the floor, so their axis is
     linear within the smallest significant magnitude and logarithmic beyond it.
     """
     v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
     if len(v) == 0:
+        return
+    ax.ticklabel_format(axis="y", useOffset=False)  # no "1e-7 + 1.145" offsets
+    if unit:
+        lo, hi = min(0.0, v.min()), max(1.0, v.max())
+        ax.set_ylim(lo - 0.02, hi + 0.02)
+        return
+    if v.max() - v.min() <= 1e-6 * max(np.abs(v).max(), 1e-12):  # (nearly) all equal
+        centre, half = v.mean(), max(abs(v.mean()) * 0.1, 1e-3)
+        ax.set_ylim(centre - half, centre + half)
         return
     if (v > 0).all():
         if v.max() / v.min() > 5:
@@ -189,16 +312,16 @@ def smooth(values: Sequence[float], frac: float = 0.02) -> np.ndarray:
     return out
 
 
-def plot_loss(path: str | Path, steps: Sequence[int], losses: Sequence[float], title: str = ""):
+def plot_loss(steps: Sequence[int], losses: Sequence[float], title: str = "") -> Figure:
     """Training loss against step, log y, raw (faint) and smoothed.
 
     Args:
-        path: the PNG to write.
         steps: (S,) step of each loss value.
         losses: (S,) loss values.
         title: figure title.
     """
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, axes = figure(6, 3.8)
+    ax = axes[0, 0]
     steps, losses = np.asarray(steps), np.asarray(losses, dtype=float)
     ok = np.isfinite(losses) & (losses > 0)
     ax.plot(steps[ok], losses[ok], color="tab:blue", alpha=0.25, lw=0.8, label="loss")
@@ -207,11 +330,11 @@ def plot_loss(path: str | Path, steps: Sequence[int], losses: Sequence[float], t
     ax.set_yscale("log")
     _plain_ticks(ax)
     ax.set_xlabel("step")
-    ax.set_ylabel("loss")
+    ax.set_ylabel("loss (lower is better)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _save(fig, path)
+    return fig
 
 
 def _two_d(x: np.ndarray) -> np.ndarray:
@@ -239,23 +362,18 @@ def colour_masks(masks) -> np.ndarray:
     return rgb.transpose(0, 3, 1, 2)
 
 
-def plot_image_rows(
-    path: str | Path, rows: Sequence, names: Sequence[str], title: str = ""
-) -> Path:
+def plot_image_rows(rows: Sequence, names: Sequence[str], title: str = "") -> Figure:
     """A grid of images: one row per entry of ``rows``, named on the left.
 
     Args:
-        path: the PNG to write.
         rows: sequences of (N, C, H, W) images in [-1, 1] (C = 1 grey, C = 3 RGB); rows may
             hold different N.
-        names: one label per row ("" for none).
+        names: one label per row ("" for none), e.g. "class 3".
         title: figure title.
     """
     rows = [np.asarray(r, dtype=np.float64) for r in rows]
     cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(
-        len(rows), cols, figsize=(0.9 * cols + 1.2, 0.9 * len(rows) + 0.5), squeeze=False
-    )
+    fig, axes = figure(0.9 * cols + 1.2, 0.9 * len(rows) + 0.5, len(rows), cols)
     for i, (row, name) in enumerate(zip(rows, names, strict=True)):
         for j in range(cols):
             ax = axes[i, j]
@@ -274,4 +392,4 @@ def plot_image_rows(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    return _save(fig, path)
+    return fig

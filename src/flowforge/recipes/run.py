@@ -47,6 +47,8 @@ from flowforge.train.checkpoint import (
     load_weights,
     save_weights,
 )
+from flowforge.train.config import EMA_AUTO_WARMUP
+from flowforge.train.ema import initial_share
 from flowforge.train.logging import METRICS_FILE
 from flowforge.utils.io import atomic_path
 
@@ -63,6 +65,7 @@ __all__ = [
 ]
 
 RUNS_DIR = "runs"
+CLASSIFIER_FILES = ("classifier.safetensors", "classifier.json")  # image metrics' cached network
 METRICS_JSON = "metrics.json"
 
 
@@ -181,6 +184,14 @@ class Run:
         current = to_dict(getattr(self.config, section))
         new = from_dict(current | values, type(getattr(self.config, section)), f"{section}.")
         return validate(dataclasses.replace(self.config, **{section: new}))
+
+    def ema_initial_share(self) -> float | None:
+        """The weight the initial (untrained) weights keep in the run's EMA, or None without
+        an EMA (``flowforge.train.ema.initial_share`` at the run's step and decay)."""
+        t = self.config.train
+        if self.ema is None or t.ema_decay == 0 or self.step is None:
+            return None
+        return initial_share(t.ema_decay, t.ema_warms_up, self.step)
 
     def sample_config(self, **values) -> SampleConfig:
         """The run's ``sample`` section with ``values`` (n, nfe, solver ...) replaced, checked
@@ -308,7 +319,18 @@ class Run:
         puts metrics.json and quality_vs_nfe.png into the run directory."""
         config = self._with("eval", nfes=nfes, solvers=solvers, n_samples=n_samples, seed=seed)
         recipe = recipe_for(config)
+        share = self.ema_initial_share() if which == "ema" and self.ema is not None else None
+        if share is not None and share > EMA_AUTO_WARMUP:
+            warnings.warn(
+                f"the EMA weights of {self.config.name} still hold {share:.0%} of the initial "
+                f"(untrained) weights after {self.step} steps (train.ema_decay="
+                f"{self.config.train.ema_decay:g}), so their samples are poor: evaluate the raw "
+                "weights (--which model), train longer, or set train.ema_warmup=true.",
+                stacklevel=2,
+            )
         metrics = recipe.evaluate(self.net(which), self.data, self.run_dir, self.step, progress)
+        if share is not None:
+            metrics["ema_initial_share"] = share
         self.metrics = metrics
         if write:
             self._write_metrics(config, metrics)
@@ -321,28 +343,34 @@ class Run:
             with atomic_path(self.run_dir / METRICS_JSON) as tmp:
                 tmp.write_text(json.dumps(metrics, indent=1))
             if "results" in metrics:
-                plots.plot_quality_vs_nfe(
-                    self.run_dir / "quality_vs_nfe.png",
+                figure = plots.plot_quality_vs_nfe(
                     metrics["results"],
                     metrics["floors"],
                     config.eval.metrics,
-                    title=f"{config.name}, step {self.step}",
+                    title=f"{config.name}, step {self.step}{_guidance_note(config, metrics)}",
                 )
+                plots.save_figure(figure, self.run_dir / "quality_vs_nfe.png")
         except OSError as e:
             raise PermissionError(
                 f"cannot write into {self.run_dir} ({e.strerror or e})."
             ) from None
 
-    def draw(self, which: Literal["ema", "model"] = "ema") -> list[Path]:
-        """Write the run's pictures (samples, trajectories, loss curve ...) into its directory."""
-        if self.run_dir is None:
-            raise ValueError("this run has no directory to draw into; use Run.save(dir) first.")
-        written = self.recipe.draw(self.net(which), self.data, self.run_dir, self.step)
-        steps, losses = _read_losses(self.run_dir / METRICS_FILE)
+    def draw(self, which: Literal["ema", "model"] = "ema", write: bool = True) -> dict:
+        """The run's pictures (samples, trajectories, loss curve ...) as ``{file name:
+        Figure}``, written into its directory unless ``write=False`` (for a notebook)."""
+        figures = self.recipe.draw(self.net(which), self.data, self.run_dir, self.step)
+        steps, losses = (
+            ([], []) if self.run_dir is None else _read_losses(self.run_dir / METRICS_FILE)
+        )
         if steps:
             title = f"{self.config.name}: training loss"
-            written.append(plots.plot_loss(self.run_dir / "loss.png", steps, losses, title=title))
-        return written
+            figures["loss.png"] = plots.plot_loss(steps, losses, title=title)
+        if write:
+            if self.run_dir is None:
+                raise ValueError("this run has no directory to draw into; pass write=False.")
+            for name, figure in figures.items():
+                plots.save_figure(figure, self.run_dir / name)
+        return figures
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write the run into ``directory``: config, data description, the current weights,
@@ -356,7 +384,7 @@ class Run:
         self.data.save(out)
         save_weights(out, self.model, self.ema, step=self.step or 0)
         if self.run_dir is not None:
-            keep = (*self.recipe.run_files, STATE_FILE, METRICS_FILE, "classifier.safetensors")
+            keep = (*self.recipe.run_files, STATE_FILE, METRICS_FILE, *CLASSIFIER_FILES)
             for name in keep:
                 if (self.run_dir / name).is_file():
                     shutil.copy2(self.run_dir / name, out / name)
@@ -382,6 +410,12 @@ def load(run: str | os.PathLike) -> Run:
     return Run(
         config, data, model, ema, run_dir=run_dir, step=checkpoint_step(run_dir), recipe=recipe
     )
+
+
+def _guidance_note(config: RunConfig, metrics: dict) -> str:
+    if metrics.get("guidance") in (None, 1.0):
+        return ""
+    return f", {config.sample.guidance_method} guidance {config.sample.guidance:g}"
 
 
 def _read_losses(path: Path) -> tuple[list[int], list[float]]:

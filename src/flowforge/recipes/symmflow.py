@@ -21,7 +21,14 @@ from torch.utils.data import TensorDataset
 from flowforge.losses.symmflow import SymmFlowLoss, masks_to_channels
 from flowforge.metrics.images import mean_iou
 from flowforge.recipes import plots
-from flowforge.recipes.base import Recipe, Samples, TrainContext, Training, ode_steps
+from flowforge.recipes.base import (
+    Recipe,
+    Samples,
+    TrainContext,
+    Training,
+    describe_sampling,
+    ode_steps,
+)
 from flowforge.recipes.config import ConfigError, MethodConfig, SampleConfig, meta
 from flowforge.recipes.images import ImageData
 from flowforge.solvers.symmflow import symmflow_generate, symmflow_segment
@@ -133,7 +140,7 @@ class SymmFlowRecipe(Recipe):
             "miou_generated": mean_iou(again, drawn.masks, data.mask_classes),
         }
 
-    def draw(self, model, data: ImageData, run_dir: Path, step) -> list[Path]:
+    def draw(self, model, data: ImageData, run_dir: Path | None, step) -> dict:
         """mask_pairs.png: masks, their images and 1-step segmentations, and held-out images
         with their true and segmented masks."""
         s, n, title = self.config.sample, 10, self.config.name
@@ -150,10 +157,6 @@ class SymmFlowRecipe(Recipe):
         ]
         names = ["mask", "generated", "its 1-step segmentation"]
         names += ["held-out image", "true mask", "1-step segmentation"]
-        path = plots.plot_image_rows(
-            run_dir / "mask_pairs.png",
-            rows,
-            names,
-            title=f"{title}: masks and images ({s.solver}, NFE {out.nfe})",
-        )
-        return [path]
+        what = describe_sampling(s, out.nfe, 0)
+        title = f"{title}: images from held-out masks ({what}), and segmentations (Euler, 1 step)"
+        return {"mask_pairs.png": plots.plot_image_rows(rows, names, title=title)}

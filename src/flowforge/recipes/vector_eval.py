@@ -26,6 +26,7 @@ from flowforge.metrics.mmd import (
 from flowforge.metrics.sliced import sliced_wasserstein
 from flowforge.metrics.wasserstein import wasserstein2
 from flowforge.recipes import plots
+from flowforge.recipes.base import describe_sampling
 
 if TYPE_CHECKING:
     from flowforge.recipes.base import Recipe
@@ -107,10 +108,10 @@ def evaluate(
 
 
 def pictures(
-    recipe: Recipe, model: nn.Module, data: VectorData, run_dir: Path, step: int | None
-) -> list[Path]:
-    """samples.png at the sampling settings beside fresh data, and trajectories.png (ODE paths
-    of 300 samples) when the network is a velocity field."""
+    recipe: Recipe, model: nn.Module, data: VectorData, run_dir: Path | None, step: int | None
+) -> dict:
+    """samples.png at the sampling settings beside fresh data (a corner plot for more than two
+    columns), and trajectories.png (ODE paths of 300 samples) for a velocity field."""
     config = recipe.config
     s = config.sample
     device = next(model.parameters()).device
@@ -122,28 +123,26 @@ def pictures(
     labels = None if labels is None else labels.to(device)
     x, used = sampler(x_0, s.solver, s.nfe, labels)
     reference = data.fresh(s.n, g).numpy()
-    written = [
-        plots.plot_samples(
-            run_dir / "samples.png",
+    figures = {
+        "samples.png": plots.plot_samples(
             data.to_data(x).cpu().numpy(),
             reference,
-            title=f"{title}, {s.solver} NFE {used}",
+            title=f"{title}: {describe_sampling(s, used, data.num_classes)}",
             labels=None if labels is None else labels.cpu().numpy(),
+            columns=data.columns,
         )
-    ]
+    }
     if "dopri5" in recipe.solvers:  # a velocity field: draw its ODE paths
         m = min(300, s.n)
         cond = None if labels is None else labels[:m]
         traj, _ = sampler(x_0[:m], "dopri5", 0, cond, trajectory=True)
-        written.append(
-            plots.plot_trajectories(
-                run_dir / "trajectories.png",
-                data.to_data(traj).cpu().numpy(),
-                reference,
-                title=f"{title}: ODE paths, noise (t = 0) to data (t = 1)",
-            )
+        figures["trajectories.png"] = plots.plot_trajectories(
+            data.to_data(traj).cpu().numpy(),
+            reference,
+            title=f"{title}: ODE paths, noise (t = 0) to data (t = 1)",
+            columns=data.columns,
         )
-    return written
+    return figures
 
 
 def progress_hook(recipe: Recipe, data: VectorData, run_dir: Path | None):

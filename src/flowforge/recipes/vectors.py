@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import TensorDataset
 
-from flowforge.data.arrays import load_array
+from flowforge.data.arrays import load_array, read_header
 from flowforge.data.toy2d import (
     checkerboard,
     circles,
@@ -62,6 +62,7 @@ class VectorData(RunData):
         reference: ``(n, generator) -> x`` fresh data in data space (for metrics and plots);
             a loaded run builds it from ``data_config`` when first needed.
         data_config: the run's data settings (a loaded run's reference data come from them).
+        columns: the feature names (a CSV header), for the pictures; None for x0, x1 ...
     """
 
     train: Callable | TensorDataset | None
@@ -72,6 +73,7 @@ class VectorData(RunData):
     std: list[float] | None
     reference: Callable[[int, torch.Generator | None], Tensor] | None = None
     data_config: DataConfig | None = None
+    columns: list[str] | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -128,6 +130,7 @@ class VectorData(RunData):
             "class_probs": self.class_probs,
             "mean": self.mean,
             "std": self.std,
+            "columns": self.columns,
         }
         with atomic_path(Path(run_dir, DATA_INFO)) as tmp:
             tmp.write_text(json.dumps(info, indent=1))
@@ -164,6 +167,7 @@ def load_vectors(run_dir: str | Path, config: RunConfig) -> VectorData:
             mean=info["mean"],
             std=info["std"],
             data_config=config.data,
+            columns=info.get("columns"),
         )
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is corrupt ({e}); retrain the run.") from None
@@ -221,6 +225,8 @@ def _toy(config: DataConfig) -> VectorData:
 
 def _array(config: DataConfig) -> VectorData:
     array = load_array(config.path, dtype=torch.float64)
+    header = read_header(config.path)
+    columns = header if header is not None and len(header) == array.shape[-1] else None
     if array.dim() == 1:
         array = array[:, None]
     if array.dim() != 2 or array.shape[0] < 2:
@@ -247,6 +253,7 @@ def _array(config: DataConfig) -> VectorData:
             )
         labels = raw.long()
         array = torch.cat([array[:, :col], array[:, col + 1 :]], dim=1)
+        columns = None if columns is None else columns[:col] + columns[col + 1 :]
         if array.shape[1] == 0:
             raise ValueError(f"{config.path} has no feature columns besides the label column.")
     mean = std = None
@@ -276,6 +283,7 @@ def _array(config: DataConfig) -> VectorData:
         mean=mean,
         std=std,
         reference=reference,
+        columns=columns,
     )
 
 

@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
+from flowforge.protocols import Field
 from flowforge.solvers.ode import prepare_state
-from flowforge.typing import Field
 
 __all__ = ["check_tolerances", "integrate_dopri5", "sample_dopri5"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from flowforge.typing import Field
+from flowforge.protocols import Field
 
 __all__ = ["CountingField"]
 

@@ -25,9 +25,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from flowforge.protocols import Field
 from flowforge.solvers.adaptive import check_tolerances, integrate_dopri5
 from flowforge.solvers.ode import TABLEAUS, integrate_rk, prepare_state
-from flowforge.typing import Field
 from flowforge.utils.checks import check_choice
 
 __all__ = [

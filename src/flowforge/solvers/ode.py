@@ -10,6 +10,7 @@ data -> noise for likelihoods and inversion.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -17,8 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from flowforge.protocols import Field
 from flowforge.solvers.grids import check_time_grid
-from flowforge.typing import Field
 from flowforge.utils.checks import check_batch, check_choice
 from flowforge.utils.tensor import wider_float
 
@@ -112,24 +113,41 @@ def integrate_rk(
         >>> round(y.item(), 5)
         0.36788
     """
+    # The scheme's structure, read once: per stage its time fraction and nonzero a_ij, and the
+    # nonzero weights b_i; coefficients of 1 cost no multiply (Euler is x + h v, a plain loop).
+    stages = [
+        (c_i, [(a_ij, j) for j, a_ij in enumerate(a_i) if a_ij != 0])
+        for a_i, c_i in zip(tableau.a, tableau.c, strict=True)
+    ]
+    weights = [(b_i, i) for i, b_i in enumerate(tableau.b) if b_i != 0]
+    # equal weights that are a power of two factor out exactly: b k_0 + b k_1 == b (k_0 + k_1)
+    equal_weight = weights[0][0] if len({b for b, _ in weights}) == 1 else None
+    if equal_weight is not None and math.frexp(equal_weight)[0] != 0.5:
+        equal_weight = None
+    times = time_grid.unbind()
+    steps = (time_grid[1:] - time_grid[:-1]).unbind()  # h of every step, one subtraction
     y = y_0
     trajectory = [y] if return_trajectory else None
-    for t_cur, t_next in zip(time_grid[:-1], time_grid[1:], strict=True):
-        h = t_next - t_cur
+    for n, h in enumerate(steps):
+        t_cur, t_next = times[n], times[n + 1]
         k: list[Tensor] = []
-        for a_i, c_i in zip(tableau.a, tableau.c, strict=True):
+        for c_i, a_i in stages:
             y_i = y
-            for a_ij, k_j in zip(a_i, k, strict=True):
-                if a_ij != 0:
-                    y_i = y_i + (a_ij * h) * k_j
+            for a_ij, j in a_i:
+                y_i = y_i + (h if a_ij == 1 else a_ij * h) * k[j]
             # Stage times c = 0 and c = 1 are the grid points themselves, not t_cur + h rounded.
             t_i = t_cur if c_i == 0 else t_next if c_i == 1 else t_cur + c_i * h
             k.append(func(t_i, y_i))
-        dy = None
-        for b_i, k_i in zip(tableau.b, k, strict=True):
-            if b_i != 0:
-                dy = b_i * k_i if dy is None else dy + b_i * k_i
-        y = y + h * dy
+        if equal_weight is not None:  # y + (b h) sum_i k_i: exact, b being a power of two
+            total = k[weights[0][1]]
+            for _, i in weights[1:]:
+                total = total + k[i]
+            y = y + (h if equal_weight == 1 else equal_weight * h) * total
+        else:
+            dy = None
+            for b_i, i in weights:
+                dy = b_i * k[i] if dy is None else dy + b_i * k[i]
+            y = y + h * dy
         if trajectory is not None:
             trajectory.append(y)
     if trajectory is not None:

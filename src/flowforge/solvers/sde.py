@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from flowforge.protocols import Field
 from flowforge.solvers.ode import prepare_state
-from flowforge.typing import Field
 from flowforge.utils.checks import check_choice
 from flowforge.utils.tensor import expand_like, per_example, randn_like_gen
 

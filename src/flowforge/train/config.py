@@ -11,6 +11,9 @@ import torch
 __all__ = ["TrainConfig"]
 
 SCHEDULES = ("constant", "cosine")
+EMA_AUTO_WARMUP = (
+    0.05  # share of the initial weights in a constant-decay EMA that turns warm-up on
+)
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -60,10 +63,11 @@ class TrainConfig:
     ema_decay: float = _help(
         "decay of the exponential moving average of weights; 0 disables", 0.999
     )
-    ema_warmup: bool = _help(
+    ema_warmup: bool | None = _help(
         "EMA decay min(ema_decay, (1 + n) / (10 + n)) at update n, so short runs forget the "
-        "initial weights",
-        False,
+        "initial weights; null: on when they would keep more than 5% of the EMA at the end "
+        "(ema_decay ** steps > 0.05)",
+        None,
     )
     seed: int = _help("seed of the data stream, the objective's noise and the initial RNG", 0)
     log_every: int = _help("steps between metrics.jsonl lines and progress-bar updates", 50)
@@ -79,6 +83,30 @@ class TrainConfig:
     )
     tensorboard: bool = _help("also write TensorBoard scalars (needs the [tb] extra)", False)
     progress: bool = _help("show a tqdm progress bar on rank 0", True)
+
+    @property
+    def ema_warms_up(self) -> bool:
+        """Whether the EMA uses the warm-up schedule: ``ema_warmup``, or when that is None,
+        whether the initial weights would keep more than 5% of a constant-decay EMA at the end.
+
+        Example:
+            >>> TrainConfig(steps=300).ema_warms_up, TrainConfig(steps=4000).ema_warms_up
+            (True, False)
+        """
+        if self.ema_warmup is not None:
+            return self.ema_warmup
+        return self.ema_decay**self.steps > EMA_AUTO_WARMUP
+
+    @property
+    def warmup(self) -> int:
+        """The warm-up steps used: ``warmup_steps``, or a tenth of the run when the warm-up
+        asked for is longer than the run (``train()`` says so once).
+
+        Example:
+            >>> TrainConfig(steps=5, warmup_steps=100).warmup, TrainConfig(steps=50).warmup
+            (0, 0)
+        """
+        return self.warmup_steps if self.warmup_steps <= self.steps else self.steps // 10
 
     def __post_init__(self) -> None:
         ints = {
@@ -123,11 +151,6 @@ class TrainConfig:
                 f"of {A} such as {max(A, B - B % A)} (each micro-batch gets batch_size / "
                 "(world_size * grad_accum) examples)."
             )
-        if self.warmup_steps > self.steps:
-            raise ValueError(
-                f"train.warmup_steps={self.warmup_steps} exceeds train.steps={self.steps}; "
-                "use a warm-up shorter than the run (typically a few percent of steps)."
-            )
         for name, valid in (("schedule", SCHEDULES), ("precision", PRECISIONS)):
             if getattr(self, name) not in valid:
                 value = getattr(self, name)
@@ -135,6 +158,10 @@ class TrainConfig:
         for name in ("compile", "tensorboard", "progress"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"train.{name}={getattr(self, name)!r} must be true or false.")
+        if not isinstance(self.ema_warmup, bool) and self.ema_warmup is not None:
+            raise TypeError(
+                f"train.ema_warmup={self.ema_warmup!r} must be true, false or null (automatic)."
+            )
         if not isinstance(self.device, str):
             raise TypeError(
                 f"train.device={self.device!r} must be a string such as 'auto' or 'cpu'."

@@ -7,7 +7,25 @@ import copy
 import torch
 from torch import Tensor, nn
 
-__all__ = ["EMA"]
+__all__ = ["EMA", "initial_share"]
+
+
+def initial_share(decay: float, warmup: bool, updates: int) -> float:
+    """The weight the initial (untrained) weights keep in an EMA after ``updates`` updates:
+    the product of the decays, ``decay ** updates`` without warm-up.
+
+    Example:
+        >>> round(initial_share(0.999, False, 300), 3), initial_share(0.999, True, 300) < 1e-6
+        (0.741, True)
+    """
+    if not warmup:
+        return decay**updates
+    share = 1.0
+    for n in range(updates):
+        share *= min(decay, (1 + n) / (10 + n))
+        if share < 1e-12:  # gone for good
+            return 0.0
+    return share
 
 
 class EMA:
@@ -19,8 +37,9 @@ class EMA:
 
     With ``warmup=True`` the decay of update ``n`` (0-indexed) is ``min(d, (1 + n) / (10 + n))``,
     so early, mostly random weights are forgotten quickly (the schedule of
-    ``tf.train.ExponentialMovingAverage`` with ``num_updates``). ``train()`` uses it with
-    ``TrainConfig(ema_warmup=True)``, else the constant decay.
+    ``tf.train.ExponentialMovingAverage`` with ``num_updates``). ``train()`` uses it when
+    ``TrainConfig.ema_warms_up`` (``ema_warmup=True``, or automatically for short runs), else the
+    constant decay.
 
     Args:
         model: the network to track; copied with ``copy.deepcopy`` (unwrap ``torch.compile`` and

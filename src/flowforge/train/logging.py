@@ -17,9 +17,22 @@ from tqdm.auto import tqdm
 
 from flowforge.utils.io import atomic_path
 
-__all__ = ["MetricsLog", "METRICS_FILE", "truncate_metrics"]
+__all__ = ["MetricsLog", "METRICS_FILE", "tensorboard_writer", "truncate_metrics"]
 
 METRICS_FILE = "metrics.jsonl"
+
+
+def tensorboard_writer():
+    """TensorBoard's ``SummaryWriter``; ``ImportError`` naming the extra when it is missing
+    (checked before a run writes anything)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise ImportError(
+            "train.tensorboard=true needs the tensorboard package, from the [tb] extra: pip "
+            "install 'flowforge[tb]' (or set train.tensorboard=false)."
+        ) from e
+    return SummaryWriter
 
 
 def truncate_metrics(path: Path, step: int) -> None:
@@ -90,14 +103,7 @@ class MetricsLog:
                 raise ValueError(
                     "train.tensorboard=True needs a run directory to write to; pass run_dir."
                 )
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise ImportError(
-                    "train.tensorboard=True needs the tensorboard package; install the extra "
-                    "with `pip install flowforge[tb]` or set train.tensorboard=False."
-                ) from e
-            self.writer = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+            self.writer = tensorboard_writer()(log_dir=str(Path(run_dir) / "tensorboard"))
         self.bar = tqdm(
             total=total_steps, initial=start_step, disable=not (main and progress), unit="step"
         )

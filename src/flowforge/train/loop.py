@@ -51,7 +51,7 @@ from flowforge.train.config import TrainConfig
 from flowforge.train.data import BatchSource, chunk_generator, chunk_seed, make_stream
 from flowforge.train.ema import EMA
 from flowforge.train.lock import run_lock
-from flowforge.train.logging import MetricsLog
+from flowforge.train.logging import MetricsLog, tensorboard_writer
 from flowforge.utils.seed import seed_everything
 from flowforge.utils.tensor import wider_float
 
@@ -109,11 +109,12 @@ def lr_factor(step: int, config: TrainConfig) -> float:
         >>> lr_factor(4, c), lr_factor(10, c), round(lr_factor(60, c), 6), lr_factor(110, c)
         (0.5, 1.0, 0.55, 0.1)
     """
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
+    warmup = config.warmup
+    if step < warmup:
+        return (step + 1) / warmup
     if config.schedule == "constant":
         return 1.0
-    p = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    p = min(1.0, (step - warmup) / max(1, config.steps - warmup))
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
@@ -216,6 +217,14 @@ def train(
         raise TypeError(
             f"objective={objective!r} is not callable; pass objective(model, x, cond, generator)."
         )
+    if config.tensorboard:
+        tensorboard_writer()  # a missing extra is named before anything is written
+    if config.warmup != config.warmup_steps:
+        warnings.warn(
+            f"train.warmup_steps={config.warmup_steps} exceeds train.steps={config.steps}; "
+            f"warming up for {config.warmup} steps (a tenth of the run) instead.",
+            stacklevel=2,
+        )
     device = resolve_device(config.device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -255,7 +264,7 @@ def _train(
     raw = model.to(device)
     float_dtypes = [p.dtype for p in raw.parameters() if p.is_floating_point()]
     x_dtype = float_dtypes[0] if float_dtypes else None
-    ema = EMA(raw, config.ema_decay, warmup=config.ema_warmup) if config.ema_decay > 0 else None
+    ema = EMA(raw, config.ema_decay, warmup=config.ema_warms_up) if config.ema_decay > 0 else None
     optimizer = make_optimizer(raw, config)
     scheduler = make_scheduler(optimizer, config)
 
@@ -281,7 +290,7 @@ def _train(
                 _seed_host_rngs(chunk_seed(config.seed, _HOST_RNG, start, R))
             _apply_optimizer_settings(optimizer, scheduler, config)
             if ema is not None and not has_ema:  # EMA switched on at resume: start from here
-                ema = EMA(raw, config.ema_decay, warmup=config.ema_warmup)
+                ema = EMA(raw, config.ema_decay, warmup=config.ema_warms_up)
             distributed.print0(f"resuming {run_dir} from step {start}")
     if W > 1:
         _check_same_step(start, device)
@@ -291,9 +300,12 @@ def _train(
         fwd = DistributedDataParallel(
             fwd, device_ids=[device.index] if device.type == "cuda" else None
         )
-    autocast = torch.autocast(
-        device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"
-    )
+    # A disabled torch.autocast still costs its enter/exit on every micro-batch: fp32 skips it.
+    if config.precision == "bf16":
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16)
+    else:
+        autocast = contextlib.nullcontext()
+    params = [p for p in raw.parameters() if p.requires_grad]
     log = MetricsLog(
         run_dir,
         start,
@@ -310,7 +322,7 @@ def _train(
     raw.train()
     try:
         for step in range(start, config.steps):
-            step_loss = 0.0
+            step_loss: Tensor | None = None
             for k in range(A):
                 j = R * A + k
                 x, cond = _to_device(*stream.chunk(step, j, b), device, x_dtype)
@@ -323,11 +335,13 @@ def _train(
                         loss = objective(fwd, x, cond, generator)  # (b,)
                     if step == start and k == 0:
                         _check_loss(loss, b)
-                    loss = loss.to(wider_float(loss.dtype)).mean() / A  # bf16 -> fp32
+                    loss = loss.to(wider_float(loss.dtype)).mean()  # bf16 -> fp32
+                    if A > 1:
+                        loss = loss / A
                     loss.backward()
-                step_loss += loss.detach()
+                step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
             lr = optimizer.param_groups[0]["lr"]
-            grad_norm = nn.utils.clip_grad_norm_(raw.parameters(), config.grad_clip or math.inf)
+            grad_norm = _clip(params, config.grad_clip)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -393,6 +407,15 @@ def _train(
         step=max(start, config.steps),
         losses=losses,
     )
+
+
+def _clip(params: list[Tensor], max_norm: float) -> Tensor:
+    """The global gradient norm, the gradients scaled to ``max_norm`` first when it is > 0
+    (``clip_grad_norm_``); with clipping off only the norm is computed (no rescaling pass)."""
+    if max_norm > 0:
+        return nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    grads = [p.grad for p in params if p.grad is not None]
+    return nn.utils.get_total_norm(grads, foreach=True)
 
 
 def _to_device(
