@@ -7,6 +7,7 @@ data -> noise (likelihood, inversion).
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -60,10 +61,11 @@ def check_time_grid(time_grid: Tensor, name: str = "time_grid") -> None:
             f"{name} has shape {tuple(time_grid.shape)}; pass a 1-D tensor of at least 2 times "
             "(n_steps + 1 points), e.g. uniform_grid(32)."
         )
-    if not torch.isfinite(time_grid).all():
-        raise ValueError(f"{name}={time_grid.tolist()} holds non-finite times; pass finite times.")
-    dt = time_grid.diff()
-    if not ((dt > 0).all() or (dt < 0).all()):
+    times = time_grid.tolist()  # a few dozen numbers: checked on the host, one copy
+    if not all(math.isfinite(t) for t in times):
+        raise ValueError(f"{name}={times} holds non-finite times; pass finite times.")
+    pairs = list(zip(times[:-1], times[1:], strict=True))
+    if not (all(b > a for a, b in pairs) or all(b < a for a, b in pairs)):
         raise ValueError(
             f"{name}={time_grid.tolist()} is not strictly monotone; pass strictly increasing "
             "times (noise -> data) or strictly decreasing ones (data -> noise)."

@@ -216,11 +216,57 @@ def sample_ode(
     check_choice("method", method, TABLEAUS)
     x, time_grid = prepare_state(x_0, time_grid, cond)
     B = x.shape[0]
+    if method in _LOOPS:  # the low-order schemes as plain loops: no per-call bookkeeping
+        return _LOOPS[method](field, x, time_grid, cond, return_trajectory)
 
     def velocity(t: Tensor, x_t: Tensor) -> Tensor:
         return field(x_t, t.expand(B), cond)  # scalar grid time -> (B,)
 
     return integrate_rk(velocity, x, time_grid, TABLEAUS[method], return_trajectory)
+
+
+# The loops below compute exactly what integrate_rk does with their tableaus (same operations in
+# the same order, so the results are bit-identical), as the explicit steps of the papers.
+
+
+def _euler(field, x, grid, cond, keep):
+    B, out = x.shape[0], [x] if keep else None
+    times = grid.unbind()
+    for n in range(len(times) - 1):
+        h = times[n + 1] - times[n]
+        x = x + h * field(x, times[n].expand(B), cond)
+        if keep:
+            out.append(x)
+    return (x, torch.stack(out)) if keep else x
+
+
+def _midpoint(field, x, grid, cond, keep):
+    B, out = x.shape[0], [x] if keep else None
+    times = grid.unbind()
+    for n in range(len(times) - 1):
+        h = times[n + 1] - times[n]
+        half = 0.5 * h
+        v = field(x, times[n].expand(B), cond)
+        x = x + h * field(x + half * v, (times[n] + half).expand(B), cond)  # slope at midpoint
+        if keep:
+            out.append(x)
+    return (x, torch.stack(out)) if keep else x
+
+
+def _heun(field, x, grid, cond, keep):
+    B, out = x.shape[0], [x] if keep else None
+    times = grid.unbind()
+    for n in range(len(times) - 1):
+        h = times[n + 1] - times[n]
+        v = field(x, times[n].expand(B), cond)
+        v_next = field(x + h * v, times[n + 1].expand(B), cond)  # Euler predictor
+        x = x + (0.5 * h) * (v + v_next)  # trapezoidal corrector
+        if keep:
+            out.append(x)
+    return (x, torch.stack(out)) if keep else x
+
+
+_LOOPS = {"euler": _euler, "midpoint": _midpoint, "heun": _heun}
 
 
 def sample_euler(
