@@ -9,7 +9,7 @@ from flowforge.recipes.config_io import apply_overrides
 from flowforge.recipes.run import METRICS_JSON, load
 from flowforge.train import distributed
 
-__all__ = ["eval_command", "print_metrics", "print_table", "run_overrides"]
+__all__ = ["describe_likelihood", "eval_command", "print_metrics", "print_table", "run_overrides"]
 
 
 def run_overrides(run, overrides: list[str], command: str) -> None:
@@ -30,14 +30,34 @@ def print_table(metrics: dict) -> None:
     names = list(floors)
     for row in metrics["results"]:  # extra columns of image runs (no floor)
         names += [k for k in row if k not in ("solver", "nfe") and k not in names]
-    head = f"{'solver':<9}{'NFE':>5}" + "".join(f"{n:>17}" for n in names)
+    w = max([9] + [len(row["solver"]) + 1 for row in metrics["results"]])
+    head = f"{'solver':<{w}}{'NFE':>5}" + "".join(f"{n:>17}" for n in names)
     lines = [head, "-" * len(head)]
     for row in metrics["results"]:
         cells = [f"{row[n]:>17.4g}" if n in row else f"{'-':>17}" for n in names]
-        lines.append(f"{row['solver']:<9}{row['nfe']:>5}" + "".join(cells))
+        lines.append(f"{row['solver']:<{w}}{row['nfe']:>5}" + "".join(cells))
     cells = [f"{floors[n]:>17.4g}" if floors.get(n) is not None else f"{'-':>17}" for n in names]
-    lines.append(f"{'floor':<9}{'':>5}" + "".join(cells))
+    lines.append(f"{'floor':<{w}}{'':>5}" + "".join(cells))
+    if "likelihood" in metrics:  # normalizing flows: the held-out likelihood
+        lines.append(describe_likelihood(metrics["likelihood"]))
     distributed.print0("\n".join(lines))
+
+
+def describe_likelihood(likelihood: dict) -> str:
+    """One line of a flow's held-out likelihood.
+
+    Example:
+        >>> describe_likelihood({"n": 10, "noise": "gaussian", "noise_std": 0.05, "nll": 2.5,
+        ...                      "nll_per_dim": 1.25})
+        'held-out NLL: 2.5 nats/example, 1.25 nats/dim (10 examples, gaussian noise 0.05)'
+    """
+    parts = [f"{likelihood['nll']:.4g} nats/example", f"{likelihood['nll_per_dim']:.4g} nats/dim"]
+    if "bits_per_dim" in likelihood:
+        parts.append(f"{likelihood['bits_per_dim']:.4g} bits/dim")
+    return (
+        f"held-out NLL: {', '.join(parts)} ({likelihood['n']} examples, "
+        f"{likelihood['noise']} noise {likelihood['noise_std']:g})"
+    )
 
 
 def print_metrics(metrics: dict) -> None:

@@ -325,10 +325,14 @@ class Recipe(abc.ABC):
         labels: whether it trains class-conditional runs (``data.conditional``).
         latent: whether it trains on an autoencoder run's latents (``data.autoencoder``).
         autoencoder_arch: whether its network is ``model.arch=autoencoder``.
+        own_network: its ``method:`` section sizes its network (a normalizing flow), so
+            ``model.arch`` and the architecture checks do not apply.
         samples: whether its runs draw samples (an autoencoder's do not).
         solvers: the ``sample.solver`` names it accepts; ``dopri5`` among them means its
             network is a velocity field (trajectories, ``Run.field``).
         guided_solvers: those that apply guidance (CFG/RAAG).
+        own_cost: its samplers spend what they need (a normalizing flow's decoders): one
+            evaluation row per solver, and ``sample.nfe`` is not read.
         metrics: image metrics only its runs report (``miou`` for SymmFlow).
         run_files: files it keeps in a run directory besides the checkpoint (a teacher's
             copy, reflow pairs), copied by ``Run.save``.
@@ -341,9 +345,11 @@ class Recipe(abc.ABC):
     labels: ClassVar[bool] = True
     latent: ClassVar[bool] = False
     autoencoder_arch: ClassVar[bool] = False
+    own_network: ClassVar[bool] = False
     samples: ClassVar[bool] = True
     solvers: ClassVar[tuple[str, ...]] = ODE_SOLVERS
     guided_solvers: ClassVar[tuple[str, ...]] = ODE_SOLVERS
+    own_cost: ClassVar[bool] = False
     metrics: ClassVar[tuple[str, ...]] = ()
     run_files: ClassVar[tuple[str, ...]] = ()
 
@@ -368,8 +374,9 @@ class Recipe(abc.ABC):
 
     def nfe_budgets(self, solver: str, nfes: list[int]) -> list[int]:
         """The budgets out of ``nfes`` that ``solver`` spends exactly (the eval rows); dopri5,
-        being adaptive, gets one row (NFE 0 before it runs)."""
-        if solver == "dopri5":
+        being adaptive, gets one row (NFE 0 before it runs), as does a recipe's own-cost
+        sampler."""
+        if solver == "dopri5" or self.own_cost:
             return [0]
         if solver in NFE_PER_STEP:
             return [n for n in nfes if n % NFE_PER_STEP[solver] == 0]
@@ -377,6 +384,8 @@ class Recipe(abc.ABC):
 
     def check_nfe(self, key: str, solver: str, nfe: int) -> None:
         """Raise ``ConfigError`` unless ``solver`` can spend ``nfe`` evaluations."""
+        if self.own_cost:
+            return
         if solver in NFE_PER_STEP:
             ode_steps(key, solver, nfe)
         elif solver != "dopri5" and nfe < 1:

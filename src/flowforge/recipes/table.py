@@ -24,8 +24,11 @@ from flowforge.recipes.flowturbo import FlowTurboRecipe
 from flowforge.recipes.freeflow import FreeFlowRecipe
 from flowforge.recipes.meanflow import MeanFlowRecipe
 from flowforge.recipes.reflow import ReflowRecipe
+from flowforge.recipes.starflow import STARFlowRecipe
 from flowforge.recipes.symmflow import SymmFlowRecipe
+from flowforge.recipes.tarflow import TARFlowRecipe
 from flowforge.recipes.twinflow import TwinFlowRecipe
+from flowforge.recipes.zuko_flow import ZukoRecipe
 
 __all__ = ["RECIPES", "all_solvers", "config_class", "recipe_class", "recipe_for"]
 
@@ -39,6 +42,9 @@ RECIPES: dict[str, type[Recipe]] = {
     "twinflow": TwinFlowRecipe,
     "flowturbo": FlowTurboRecipe,
     "blockwise": BlockwiseRecipe,
+    "tarflow": TARFlowRecipe,
+    "starflow": STARFlowRecipe,
+    "zuko": ZukoRecipe,
 }
 
 

@@ -104,17 +104,19 @@ def _validate_data(c: RunConfig, recipe) -> None:
             f"method.name={name!r} trains on {' or '.join(recipe.data_kinds)}, but the data "
             f"(data.name={d.name!r}, data.path={d.path!r}) are {kind}; use {use}."
         )
-    if image and m.arch == "mlp":
+    if recipe.own_network:  # the method section sizes the network; model.arch is not read
+        pass
+    elif image and m.arch == "mlp":
         raise ConfigError(
             f"data.name={d.name!r} holds images but model.arch='mlp'; set model.arch=unet "
             "(or dit, or autoencoder with method.name=autoencoder)."
         )
-    if not image and m.arch != "mlp":
+    elif not image and m.arch != "mlp":
         raise ConfigError(
             f"model.arch={m.arch!r} is for images but the data are vectors; use model.arch=mlp "
             "or an image dataset (data.name=digits or shapes, or data.path=FOLDER)."
         )
-    if (m.arch == "autoencoder") != recipe.autoencoder_arch:
+    elif (m.arch == "autoencoder") != recipe.autoencoder_arch:
         raise ConfigError(
             f"method.name={name!r} and model.arch={m.arch!r} do not go together; an "
             "autoencoder is trained with method.name=autoencoder and model.arch=autoencoder."

@@ -1,0 +1,30 @@
+"""Normalizing flows: exact likelihoods, sampling by inverting a bijection.
+
+``NormalizingFlow`` is the contract (forward -> (z, logdet), inverse, log_prob, sample);
+``TransformerFlow`` is TARFlow / STARFlow (causal-transformer affine autoregressive blocks,
+sequential and Jacobi decoding, guidance); the objective, the score denoising step and bits per
+dimension are in ``flowforge.nf.objective``.
+"""
+
+from flowforge.nf.base import NormalizingFlow, standard_normal_log_prob
+from flowforge.nf.denoiser import DenoisedFlow, residual_denoiser
+from flowforge.nf.objective import FlowNLLLoss, bits_per_dim, flow_log_prob, score_denoise
+from flowforge.nf.tarflow import Decoded, TransformerFlow, TransformerFlowConfig, guide
+from flowforge.nf.transformer import CausalTransformer, KVCache
+
+__all__ = [
+    "CausalTransformer",
+    "Decoded",
+    "DenoisedFlow",
+    "FlowNLLLoss",
+    "KVCache",
+    "NormalizingFlow",
+    "TransformerFlow",
+    "TransformerFlowConfig",
+    "bits_per_dim",
+    "flow_log_prob",
+    "guide",
+    "residual_denoiser",
+    "score_denoise",
+    "standard_normal_log_prob",
+]
