@@ -156,3 +156,58 @@ def test_bad_flow_settings_are_named(tmp_path, capsys, args, words):
     argv = ["train", "digits_tarflow", f"--out-dir={tmp_path / 'r'}", *TINY_IMAGES, *args]
     assert main(argv) == 2
     assert words in capsys.readouterr().err
+
+
+def test_video_starflow_trains_samples_and_continues_videos(tmp_path):
+    run = tmp_path / "video"
+    argv = ["train", "video_starflow", f"--out-dir={run}", "--data.image_size=8"]
+    argv += ["--data.frames=4", "--data.n_train=64", "--method.layers_per_block=[1,1]"]
+    argv += ["--method.width=16", "--method.head_dim=8", "--eval.classifier_steps=5"]
+    tiny = [a for a in TINY_IMAGES if not a.startswith("--method.")]
+    assert main([*argv, *tiny]) == 0
+    metrics = _metrics(run)
+    rows = {r["solver"]: r for r in metrics["results"]}
+    assert set(rows) == {"sequential", "jacobi"}
+    assert rows["sequential"]["nfe"] == 4 + 4  # a pass per frame, then per token (one block)
+    for key in ("fd", "displacement_error", "direction_accuracy"):
+        assert math.isfinite(rows["jacobi"][key])
+    assert metrics["floors"]["direction_accuracy"] == 1.0
+    assert (run / "samples.png").is_file()
+    out = tmp_path / "v.npy"
+    assert main(["sample", str(run), "--n", "3", "--label", "1", "--out", str(out)]) == 0
+    assert np.load(out).shape == (3, 4, 1, 8, 8)
+    assert main(["sample", str(run), "--n", "3", "--out", str(tmp_path / "v.png")]) == 0
+    # image-to-video from Python: the given first frame is kept, the rest sampled after it
+    loaded = flowforge.load(run)
+    first = loaded.data.test_x[:3, :1]
+    z = torch.randn(3, *loaded.data.shape, dtype=torch.float32)
+    video = loaded.model.decode(z, loaded.data.test_labels[:3], known=first)
+    assert torch.equal(video.x[:, :1], first)
+
+
+def test_video_settings_are_checked(tmp_path, capsys):
+    argv = ["train", "video_starflow", f"--out-dir={tmp_path / 'r'}", *TINY]
+    assert main([*argv, "--eval.metrics=[fd,w2]"]) == 2
+    assert "video runs measure ['fd', 'motion']" in capsys.readouterr().err
+    assert main([*argv, "--method.name=tarflow"]) == 2
+    assert "trains on vectors or images" in capsys.readouterr().err
+    assert main([*argv, "--method.patch_size=3"]) == 2
+    assert "patch_size=3 does not divide the 16x16 images" in capsys.readouterr().err
+
+
+def test_a_diverging_flow_keeps_its_last_good_checkpoint(tmp_path, capsys):
+    """A non-finite log-determinant (here: lr 1e12 after 10 good steps) stops the run with the
+    step named; the checkpoint of step 10 stays, finite."""
+    from safetensors.torch import load_file
+
+    from flowforge.train.checkpoint import checkpoint_step
+
+    run = tmp_path / "diverge"
+    base = ["train", "toy2d_tarflow", f"--out-dir={run}", *TINY, *TINY_FLOW, "--no-eval"]
+    assert main([*base, "--train.steps=10", "--train.ckpt_every=10"]) == 0
+    again = ["train", str(run), "--train.steps=40", "--train.lr=1e12", "--train.grad_clip=0"]
+    assert main([*again, "--no-eval"]) == 2
+    err = capsys.readouterr().err
+    assert "(step 10) is intact" in err
+    assert checkpoint_step(run) == 10
+    assert all(torch.isfinite(v).all() for v in load_file(run / "model.safetensors").values())

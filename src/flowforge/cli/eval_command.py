@@ -31,12 +31,16 @@ def print_table(metrics: dict) -> None:
     for row in metrics["results"]:  # extra columns of image runs (no floor)
         names += [k for k in row if k not in ("solver", "nfe") and k not in names]
     w = max([9] + [len(row["solver"]) + 1 for row in metrics["results"]])
-    head = f"{'solver':<{w}}{'NFE':>5}" + "".join(f"{n:>17}" for n in names)
+    cw = {n: max(17, len(n) + 2) for n in names}  # column widths
+    head = f"{'solver':<{w}}{'NFE':>5}" + "".join(f"{n:>{cw[n]}}" for n in names)
     lines = [head, "-" * len(head)]
     for row in metrics["results"]:
-        cells = [f"{row[n]:>17.4g}" if n in row else f"{'-':>17}" for n in names]
+        cells = [f"{row[n]:>{cw[n]}.4g}" if n in row else f"{'-':>{cw[n]}}" for n in names]
         lines.append(f"{row['solver']:<{w}}{row['nfe']:>5}" + "".join(cells))
-    cells = [f"{floors[n]:>17.4g}" if floors.get(n) is not None else f"{'-':>17}" for n in names]
+    cells = [
+        f"{floors[n]:>{cw[n]}.4g}" if floors.get(n) is not None else f"{'-':>{cw[n]}}"
+        for n in names
+    ]
     lines.append(f"{'floor':<{w}}{'':>5}" + "".join(cells))
     if "likelihood" in metrics:  # normalizing flows: the held-out likelihood
         lines.append(describe_likelihood(metrics["likelihood"]))

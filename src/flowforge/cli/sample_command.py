@@ -13,7 +13,7 @@ import torch
 from flowforge.cli.eval_command import run_overrides
 from flowforge.recipes import plots
 from flowforge.recipes.base import describe_sampling
-from flowforge.recipes.config import ConfigError, is_image_run
+from flowforge.recipes.config import ConfigError, data_kind
 from flowforge.recipes.run import check_label, load, read_run_config
 from flowforge.solvers.ode import NFE_PER_STEP
 from flowforge.utils.io import atomic_path
@@ -76,11 +76,15 @@ def sample_command(
             )
     if label is not None:
         check_label("--label", label, loaded.data.num_classes)
-    image = is_image_run(config)
-    if folder and not image:
+    kind = data_kind(config)
+    image = kind != "vectors"  # images, or videos (frames)
+    if folder and kind != "images":
+        what = "vectors: write a .npy array or a .png scatter" if kind == "vectors" else (
+            "videos: write a .npy array or a .png of filmstrips"
+        )  # fmt: skip
         raise ValueError(
             f"--out={str(out)!r} is a folder, which holds one PNG per image; this run samples "
-            "vectors: write a .npy array or a .png scatter."
+            f"{what}."
         )
     s = loaded.sample_config(n=n, nfe=nfe, solver=solver, guidance=guidance, seed=seed)
     t0 = time.perf_counter()
@@ -108,6 +112,8 @@ def sample_command(
         elif image:
             per = 10
             rows = [x[i : i + per] for i in range(0, min(len(x), 10 * per), per)]
+            if kind == "videos":  # one filmstrip per video
+                rows = list(x[:16])
             what = describe_sampling(s, drawn.nfe, loaded.data.num_classes, _labels(label))
             figure = plots.plot_image_rows(rows, [""] * len(rows), title=f"{run_dir.name}: {what}")
             plots.save_figure(figure, out)
@@ -124,7 +130,7 @@ def sample_command(
         raise PermissionError(
             f"cannot write --out={str(out)!r} ({e.strerror or e}); choose a writable path."
         ) from None
-    what = "images" if image else "samples"
+    what = {"images": "images", "videos": "videos"}.get(kind, "samples")
     print(
         f"wrote {len(x)} {what} ({s.solver}, NFE {drawn.nfe}, {seconds:.2f} s) of shape "
         f"{tuple(x.shape)} to {out}"

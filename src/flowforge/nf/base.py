@@ -4,6 +4,7 @@
     x = flow.inverse(z, cond)          # latent -> data
     log p(x) = log N(z; 0, I) + logdet  # flow.log_prob(x, cond), nats per example
     x = flow.sample(n, cond, generator)
+    x = flow.rsample(n, cond, generator)   # the same with gradients (reverse KL)
 
 Every flow of this package (and the zuko adapters of ``flowforge.nf.zuko``) keeps it, so the
 Boltzmann samplers and the recipes take any of them.
@@ -60,3 +61,10 @@ class NormalizingFlow(nn.Module, abc.ABC):
         param = next(self.parameters())
         z = torch.randn((n, *self.event_shape), generator=generator, dtype=param.dtype)
         return self.inverse(z.to(param.device), cond)
+
+    def rsample(
+        self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` reparameterised samples (gradients reach the weights; reverse KL): ``sample``
+        when ``inverse`` is differentiable, as here; a flow whose decoder is not overrides it."""
+        return self.sample(n, cond, generator)

@@ -13,10 +13,10 @@ References:
 
 from __future__ import annotations
 
-import torch  # noqa: F401  (the examples)
+import torch
 from torch import Tensor, nn
 
-from flowforge.nf.base import NormalizingFlow
+from flowforge.nf.base import NormalizingFlow, standard_normal_log_prob
 
 __all__ = ["DenoisedFlow", "residual_denoiser"]
 
@@ -50,7 +50,11 @@ class DenoisedFlow(NormalizingFlow):
 
     Args:
         flow: the normalizing flow of the noisy data.
-        denoiser: r(x~), the residual of the denoised sample (``residual_denoiser``).
+        denoiser: r(x~), the residual of the denoised sample (``residual_denoiser``, or the
+            causal ``CausalVideoDenoiser`` of videos).
+        target: what the denoiser learns: the ``"clean"`` data (STARFlow), or the flow's own
+            Tweedie step x~ + sigma^2 grad log p(x~) (``"score"``: flow-score matching,
+            STARFlow-V; the flow is not trained by this term).
 
     Example:
         >>> from flowforge.nf import TransformerFlow, TransformerFlowConfig
@@ -61,18 +65,36 @@ class DenoisedFlow(NormalizingFlow):
         torch.Size([3])
     """
 
-    def __init__(self, flow: NormalizingFlow, denoiser: nn.Module) -> None:
+    def __init__(self, flow: NormalizingFlow, denoiser: nn.Module, target: str = "clean") -> None:
         super().__init__()
+        if target not in ("clean", "score"):
+            raise ValueError(f"target={target!r} must be 'clean' or 'score'.")
         self.flow = flow
         self.denoiser = denoiser
+        self.target = target
         self.event_shape = flow.event_shape
 
-    def forward(self, x: Tensor, cond: Tensor | None = None, clean: Tensor | None = None):
-        """``(z, logdet)`` of the flow; with ``clean`` also the denoiser's per-example MSE."""
-        z, logdet = self.flow(x, cond)
+    def forward(
+        self,
+        x: Tensor,
+        cond: Tensor | None = None,
+        clean: Tensor | None = None,
+        noise_std: float = 0.0,
+    ):
+        """``(z, logdet)`` of the flow; with ``clean`` also the denoiser's per-example MSE
+        against its target (the clean data, or the flow's Tweedie step at ``noise_std``)."""
         if clean is None:
-            return z, logdet
-        mse = (self.denoise(x) - clean).square().flatten(1).mean(1)  # (B,)
+            return self.flow(x, cond)
+        if self.target == "clean":
+            z, logdet = self.flow(x, cond)
+            target = clean
+        else:
+            x = x.detach().requires_grad_(True)
+            z, logdet = self.flow(x, cond)
+            log_p = standard_normal_log_prob(z) + logdet
+            (score,) = torch.autograd.grad(log_p.sum(), x, retain_graph=True)
+            target = (x + noise_std**2 * score).detach()
+        mse = (self.denoise(x.detach()) - target).square().flatten(1).mean(1)  # (B,)
         return z, logdet, mse
 
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:

@@ -84,7 +84,7 @@ class FlowNLLLoss:
         noisy = self.augment(x, generator)
         if self.denoiser_weight == 0:
             return -flow_log_prob(flow, noisy, cond) / D  # (B,)
-        z, logdet, mse = flow(noisy, cond, clean=x)  # one forward: DDP syncs both nets
+        z, logdet, mse = flow(noisy, cond, clean=x, noise_std=self.noise_std)  # one forward
         nll = -(standard_normal_log_prob(z) + logdet) / D
         return nll + self.denoiser_weight * mse  # (B,)
 

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from flowforge.nf.base import NormalizingFlow
 from flowforge.nf.transformer import CausalTransformer, KVCache
 
-__all__ = ["Decoded", "TransformerFlow", "TransformerFlowConfig", "guide"]
+__all__ = ["AutoregressiveBlock", "Decoded", "TransformerFlow", "TransformerFlowConfig", "guide"]
 
 _INV_SOFTPLUS_1 = math.log(math.e - 1)  # softplus(_INV_SOFTPLUS_1) = 1: identity at init
 GuidanceRule = Literal["tarflow", "starflow"]
@@ -129,17 +129,41 @@ def guide(
     return log_sigma - 0.5 * torch.log(denom), ((1 + w) * mu - w * s * mu_u) / denom
 
 
-class _Block(nn.Module):
-    """One affine autoregressive block over T tokens of d values, in its own token order."""
+class AutoregressiveBlock(nn.Module):
+    """One affine autoregressive block over T tokens of d values, in its own token order.
 
-    def __init__(self, c: TransformerFlowConfig, layers: int, flip: bool, conditioned: bool):
+    Tokens come in groups of ``group`` (1: single tokens; a video's frames for STARFlow-V): a
+    group's parameters come from the groups before it (block-causal attention, full inside a
+    group), so each group is one step of the autoregression.
+
+    Args:
+        config: the flow's hyperparameters (width, scales, start token, classes).
+        layers: transformer layers.
+        flip: read the tokens in reverse order (positional embeddings flipped with them).
+        conditioned: add the class embedding.
+        tokens: (T, d); default the config's ``tokens()``.
+        group: tokens per autoregressive step (T a multiple of it).
+    """
+
+    def __init__(
+        self,
+        config: TransformerFlowConfig,
+        layers: int,
+        flip: bool,
+        conditioned: bool,
+        tokens: tuple[int, int] | None = None,
+        group: int = 1,
+    ):
         super().__init__()
-        T, d = c.tokens()
-        self.T, self.d, self.flip = T, d, flip
+        c = config
+        T, d = tokens if tokens is not None else c.tokens()
+        if group < 1 or T % group:
+            raise ValueError(f"group={group} must divide the {T} tokens.")
+        self.T, self.d, self.flip, self.group = T, d, flip, group
         self.sos, self.scale, self.soft_clip = c.sos, c.scale, c.soft_clip
         self.proj_in = nn.Linear(d, c.width)
         self.pos_embed = nn.Parameter(torch.randn(T, c.width) * 0.02)
-        self.sos_token = nn.Parameter(torch.randn(1, 1, d)) if c.sos else None
+        self.sos_token = nn.Parameter(torch.randn(1, group, d)) if c.sos else None
         self.class_embed = (
             nn.Embedding(c.num_classes + 1, c.width) if conditioned and c.num_classes else None
         )
@@ -160,7 +184,7 @@ class _Block(nn.Module):
         h = self.proj_in(u) + pos
         if self.class_embed is not None:
             h = h + self.class_embed(cond)[:, None]
-        h, cache = self.net(h, cache)
+        h, cache = self.net(h, cache, self.group)
         a, mu = self.proj_out(h).chunk(2, dim=-1)
         if self.soft_clip is not None:
             a = self.soft_clip * torch.tanh(a / self.soft_clip)
@@ -169,24 +193,43 @@ class _Block(nn.Module):
         return torch.log(F.softplus(a + _INV_SOFTPLUS_1)), mu, cache
 
     def _inputs(self, x: Tensor) -> Tensor:
-        """The input sequence of a token sequence: [sos, x_1..x_{T-1}] or x itself."""
+        """The input sequence of a token sequence: [sos, x_1..x_{T-G}] or x itself."""
         if self.sos_token is None:
             return x
-        return torch.cat([self.sos_token.expand(len(x), -1, -1), x[:, :-1]], dim=1)
+        G = self.group
+        return torch.cat([self.sos_token.expand(len(x), -1, -1), x[:, : self.T - G]], dim=1)
+
+    def _params(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(log sigma, mu) of every token (B, T, d) from the tokens x in the block's order."""
+        G = self.group
+        if self.sos_token is not None:
+            log_sigma, mu, _ = self._run(self._inputs(x), 0, cond, None)
+            return log_sigma, mu
+        if self.T == G:  # TARFlow's first group is its own latent
+            return torch.zeros_like(x), torch.zeros_like(x)
+        # group g's parameters come from positions of group g - 1; the last is not needed
+        log_sigma, mu, _ = self._run(x[:, : self.T - G], 0, cond, None)
+        log_sigma = torch.cat([torch.zeros_like(log_sigma[:, :G]), log_sigma], 1)
+        mu = torch.cat([torch.zeros_like(mu[:, :G]), mu], 1)
+        return log_sigma, mu
 
     def forward(self, x: Tensor, cond: Tensor | None) -> tuple[Tensor, Tensor]:
         """Tokens (B, T, d) in data order -> (z tokens in data order, logdet (B,))."""
         x = self._order(x)
-        if self.sos_token is not None:
-            log_sigma, mu, _ = self._run(self._inputs(x), 0, cond, None)
-        elif self.T == 1:  # TARFlow's single token is its own latent
-            return self._order(x), torch.zeros(len(x), dtype=x.dtype, device=x.device)
-        else:  # token i's parameters come from position i - 1; the last position is not needed
-            log_sigma, mu, _ = self._run(x[:, :-1], 0, cond, None)
-            log_sigma = torch.cat([torch.zeros_like(log_sigma[:, :1]), log_sigma], 1)
-            mu = torch.cat([torch.zeros_like(mu[:, :1]), mu], 1)
+        log_sigma, mu = self._params(x, cond)
         z = (x - mu) * torch.exp(-log_sigma)
         return self._order(z), -log_sigma.flatten(1).sum(1)
+
+    def differentiable_decode(self, z: Tensor, cond: Tensor | None) -> Tensor:
+        """z tokens -> x tokens with gradients (reparameterised samples, reverse KL): T / G
+        whole-sequence fixed-point passes x <- mu(x) + sigma(x) z, exact after the last since
+        each pass fixes one more group; no cache, no in-place writes."""
+        z = self._order(z)
+        x = z
+        for _ in range(self.T // self.group):
+            log_sigma, mu = self._params(x, cond)
+            x = mu + torch.exp(log_sigma) * z
+        return self._order(x)
 
     @torch.no_grad()
     def decode(
@@ -199,29 +242,48 @@ class _Block(nn.Module):
         block_size: int,
         max_iter: int,
         tol: float,
+        known: Tensor | None = None,
+        init: Literal["noise", "previous"] = "noise",
     ) -> tuple[Tensor, int]:
-        """Solve x from z tokens (B, T, d), chunk by chunk: ``block_size`` tokens at a time by
+        """Solve x from z tokens (B, T, d), chunk by chunk: ``block_size`` groups at a time by
         fixed-point iteration x_i <- mu_i(x_<i) + sigma_i(x_<i) z_i until the relative change
-        falls under ``tol`` (or ``max_iter`` passes). Returns (x tokens, passes)."""
+        falls under ``tol`` (or ``max_iter`` passes). ``known``: (B, K, d) given first tokens
+        (in data order; not with ``flip``), kept as they are. ``init``: a chunk starts from
+        its noise or from the last solved group (a video's previous frame). Returns
+        (x tokens, passes)."""
         z = self._order(z)
         B, T, _ = z.shape
+        G = self.group
         guided = guidance > 0 and self.class_embed is not None and cond is not None
         if guided:  # the conditional and the unconditional branch in one batch
             z = torch.cat([z, z])
             null = torch.full_like(cond, self.class_embed.num_embeddings - 1)
             cond = torch.cat([cond, null])
         x = z.clone()
-        offset = 0 if self.sos_token is not None else 1  # input position p -> token p + offset
-        first = 0 if self.sos_token is not None else 1  # TARFlow's token 1 is its own latent
-        cache, passes, s = KVCache(), 0, first
-        while s < T:
-            e = min(s + block_size, T)
+        K = 0
+        if known is not None:
+            if self.flip:
+                raise ValueError("known tokens are for blocks in data order (flip=False).")
+            K = known.shape[1]
+            if K % G:
+                raise ValueError(f"known holds {K} tokens; give whole groups of {G}.")
+            x[:, :K] = torch.cat([known, known]) if guided else known
+        offset = 0 if self.sos_token is not None else G  # input position p -> token p + offset
+        first = 0 if self.sos_token is not None else G  # TARFlow's group 1 is its own latent
+        bounds = sorted({*range(first, T, block_size * G), T, *([K] if first < K < T else [])})
+        cache, passes = KVCache(), 0
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
             inputs = range(s - offset, e - offset)  # input positions of tokens s..e-1
+            if init == "previous" and s >= G and e > K:
+                prev = x[:, s - G : s]
+                x[:, s:e] = prev.repeat(1, (e - s) // G, 1)
             for _ in range(max_iter):
                 seq = self._inputs(x) if self.sos_token is not None else x
                 u = seq[:, inputs.start : inputs.stop]
                 log_sigma, mu, new_cache = self._run(u, inputs.start, cond, cache)
                 passes += 1
+                if e <= K:  # given tokens: the pass only extends the cache
+                    break
                 if guided:
                     (ls_c, ls_u), (mu_c, mu_u) = log_sigma.chunk(2), mu.chunk(2)
                     w = guidance
@@ -233,10 +295,9 @@ class _Block(nn.Module):
                 new = mu + torch.exp(log_sigma) * z[:, s:e]
                 change = (new - x[:, s:e]).square().mean() / new.square().mean().clamp_min(1e-30)
                 x[:, s:e] = new
-                if e - s == 1 or change <= tol:
+                if e - s == G or change <= tol:
                     break
             cache = new_cache
-            s = e
         x = x[:B] if guided else x
         return self._order(x), passes
 
@@ -270,7 +331,9 @@ class TransformerFlow(NormalizingFlow):
         self.T, self.d = c.tokens()
         last = len(c.layers_per_block) - 1
         self.blocks = nn.ModuleList(
-            _Block(c, n, flip=k % 2 == 1, conditioned=c.cond_blocks == "all" or k == last)
+            AutoregressiveBlock(
+                c, n, flip=k % 2 == 1, conditioned=c.cond_blocks == "all" or k == last
+            )
             for k, n in enumerate(c.layers_per_block)
         )
 
@@ -368,3 +431,17 @@ class TransformerFlow(NormalizingFlow):
     def inverse(self, z: Tensor, cond: Tensor | None = None) -> Tensor:
         """Latent -> data by exact sequential decoding."""
         return self.decode(z, cond).x
+
+    def rsample(
+        self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """``n`` reparameterised samples (gradients flow to the weights): the inverse by
+        whole-sequence fixed-point passes, T per block (for short sequences: vectors)."""
+        param = next(self.parameters())
+        z = torch.randn((n, *self.event_shape), generator=generator, dtype=param.dtype)
+        self._check(z, cond)
+        cond_ = self._null(cond, n, param.device)
+        h = self.tokenize(z.to(param.device))
+        for block in reversed(self.blocks):
+            h = block.differentiable_decode(h, cond_)
+        return self.untokenize(h)

@@ -4,7 +4,9 @@ Pre-norm blocks (LayerNorm, multi-head causal self-attention, LayerNorm, GELU ML
 reference TARFlow code. ``forward(h, cache)`` runs L new positions after the P positions held in
 ``cache`` (their keys and values, one pair per layer): the new queries attend to the cached
 prefix and causally to each other. With an empty cache it is the plain causal pass over the
-whole sequence; with one new position it is one step of sequential decoding.
+whole sequence; with one new position it is one step of sequential decoding. ``group=G`` makes
+the attention block-causal: positions come in groups of G (a video's frames) that see their
+own group in full and every earlier group.
 
 References:
     Normalizing Flows are Capable Generative Models (Zhai et al., 2024), arXiv:2412.06329.
@@ -56,16 +58,24 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
 
-    def forward(self, h: Tensor, past: tuple[Tensor, Tensor] | None) -> tuple[Tensor, ...]:
+    def forward(
+        self, h: Tensor, past: tuple[Tensor, Tensor] | None, group: int = 1
+    ) -> tuple[Tensor, ...]:
         B, L, W = h.shape
         q, k, v = self.qkv(self.norm(h)).view(B, L, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
         if past is not None:  # (B, heads, P, d) before the L new positions
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         P = k.shape[2] - L
-        if P + L == 1:  # one position attends to itself only: softmax of one score is 1
-            out = v.transpose(1, 2).reshape(B, L, W)
-            return self.proj(out), k, v
-        if L == 1:
+        if P + L <= group:  # one group attends to itself only (a softmax of one score is 1)
+            if P + L == 1:
+                out = v.transpose(1, 2).reshape(B, L, W)
+                return self.proj(out), k, v
+            mask = None
+        elif group > 1:  # block-causal: a group sees itself and the groups before it
+            q_group = torch.arange(P, P + L, device=h.device) // group
+            k_group = torch.arange(P + L, device=h.device) // group
+            mask = k_group[None, :] <= q_group[:, None]
+        elif L == 1:
             mask = None  # one new query sees every position so far
         elif P == 0:
             mask = "causal"
@@ -88,8 +98,8 @@ class _Layer(nn.Module):
             nn.Linear(width, expansion * width), nn.GELU(), nn.Linear(expansion * width, width)
         )
 
-    def forward(self, h: Tensor, past):
-        a, k, v = self.attention(h, past)
+    def forward(self, h: Tensor, past, group: int = 1):
+        a, k, v = self.attention(h, past, group)
         h = h + a
         return h + self.mlp(self.norm(h)), k, v
 
@@ -118,13 +128,16 @@ class CausalTransformer(nn.Module):
         self.layers = nn.ModuleList(_Layer(width, head_dim, expansion) for _ in range(layers))
         self.norm = nn.LayerNorm(width)
 
-    def forward(self, h: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+    def forward(
+        self, h: Tensor, cache: KVCache | None = None, group: int = 1
+    ) -> tuple[Tensor, KVCache]:
         """Run the positions ``h`` (B, L, W) after those in ``cache``; returns the outputs
-        (B, L, W) and the cache extended by these positions."""
+        (B, L, W) and the cache extended by these positions. ``group`` > 1: block-causal
+        attention over groups of that many positions (the cache and L whole groups)."""
         keys, values = [], []
         for i, layer in enumerate(self.layers):
             past = None if cache is None or cache.length == 0 else (cache.keys[i], cache.values[i])
-            h, k, v = layer(h, past)
+            h, k, v = layer(h, past, group)
             keys.append(k)
             values.append(v)
         return self.norm(h), KVCache(keys, values)

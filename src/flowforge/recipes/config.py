@@ -32,6 +32,9 @@ __all__ = [
     "RunConfig",
     "TOY_DATASETS",
     "IMAGE_DATASETS",
+    "VIDEO_DATASETS",
+    "VIDEO_METRICS",
+    "data_kind",
     "IMAGE_METRICS",
     "VECTOR_METRICS",
     "SHARED_IMAGE_METRICS",
@@ -46,6 +49,8 @@ ToyName = Literal[
 TOY_DATASETS: tuple[str, ...] = typing.get_args(ToyName)
 ImageName = Literal["digits", "shapes"]
 IMAGE_DATASETS: tuple[str, ...] = typing.get_args(ImageName)
+VideoName = Literal["moving_shapes"]
+VIDEO_DATASETS: tuple[str, ...] = typing.get_args(VideoName)
 DataName = Literal[
     "eight_gaussians",
     "moons",
@@ -56,6 +61,7 @@ DataName = Literal[
     "spirals",
     "digits",
     "shapes",
+    "moving_shapes",
 ]
 MetricName = Literal[
     "w2",
@@ -68,9 +74,11 @@ MetricName = Literal[
     "accuracy",
     "miou",
     "known_error",
+    "motion",
 ]
 VECTOR_METRICS: tuple[str, ...] = ("w2", "sliced_w2", "mmd", "energy")
 IMAGE_METRICS: tuple[str, ...] = ("fd", "precision", "recall", "accuracy", "miou", "known_error")
+VIDEO_METRICS: tuple[str, ...] = ("fd", "motion")
 ODE_SOLVERS: tuple[str, ...] = ("euler", "midpoint", "heun", "rk4", "dopri5")
 # image metrics of every sampling run; the others belong to recipes (Recipe.metrics)
 SHARED_IMAGE_METRICS: tuple[str, ...] = ("fd", "precision", "recall", "accuracy", "known_error")
@@ -103,7 +111,10 @@ class DataConfig:
 
     name: DataName = field(
         default="eight_gaussians",
-        metadata=meta("2-D toy or image dataset (digits, shapes); ignored when path is set"),
+        metadata=meta(
+            "2-D toy, image dataset (digits, shapes) or videos (moving_shapes); ignored when "
+            "path is set"
+        ),
     )
     path: str | None = field(
         default=None,
@@ -124,8 +135,13 @@ class DataConfig:
         ),
     )
     n_train: int = field(
-        default=8192, metadata=meta("shapes: images generated for training (held-out: 2048)")
+        default=8192,
+        metadata=meta(
+            "shapes: images generated for training (held-out: 2048); moving_shapes: videos "
+            "(held-out: 512)"
+        ),
     )
+    frames: int = field(default=8, metadata=meta("moving_shapes: frames per video"))
     channels: Literal["none", "mask", "inpaint"] = field(
         default="none",
         metadata=meta(
@@ -263,7 +279,8 @@ class EvalConfig:
         default_factory=lambda: ["w2", "sliced_w2", "mmd", "energy"],
         metadata=meta(
             "vectors: w2 (exact, POT), sliced_w2, mmd, energy; images: fd, precision, recall "
-            "(classifier features), accuracy, miou (symmflow), known_error (inpaint)"
+            "(classifier features), accuracy, miou (symmflow), known_error (inpaint); videos: "
+            "fd (per frame), motion"
         ),
     )
     floor_repeats: int = field(
@@ -296,6 +313,15 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def data_kind(config: RunConfig) -> str:
+    """``"vectors"``, ``"images"`` or ``"videos"``: what a run trains on."""
+    if is_image_run(config):
+        return "images"
+    if config.data.path is None and config.data.name in VIDEO_DATASETS:
+        return "videos"
+    return "vectors"
 
 
 def is_image_run(config: RunConfig) -> bool:

@@ -176,7 +176,7 @@ def evaluate(
     results = []
     bar = tqdm(eval_jobs(recipe), desc="eval", unit="run", disable=not progress, leave=False)
     for solver, nfe in bar:
-        bar.set_postfix_str(f"{solver} NFE {nfe}")
+        bar.set_postfix_str(solver if recipe.own_cost else f"{solver} NFE {nfe}")
         gen = torch.Generator().manual_seed(e.seed + 1)
         out = recipe.generate(model, data, config.sample, n, nfe, solver, gen, run_dir=run_dir)
         row: dict = {"solver": solver, "nfe": int(out.nfe)}

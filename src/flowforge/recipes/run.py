@@ -28,7 +28,12 @@ from torch import Tensor, nn
 
 from flowforge.recipes import plots
 from flowforge.recipes.base import Recipe, RunData, Samples
-from flowforge.recipes.config import ConfigError, RunConfig, SampleConfig, is_image_run
+from flowforge.recipes.config import (
+    ConfigError,
+    RunConfig,
+    SampleConfig,
+    data_kind,
+)
 from flowforge.recipes.config_io import (
     from_dict,
     load_yaml,
@@ -39,6 +44,7 @@ from flowforge.recipes.images import build_images, load_images
 from flowforge.recipes.table import recipe_for
 from flowforge.recipes.validation import validate
 from flowforge.recipes.vectors import build_vectors, load_vectors
+from flowforge.recipes.videos import build_videos, load_videos
 from flowforge.train.checkpoint import (
     CONFIG_FILE,
     EMA_FILE,
@@ -78,15 +84,21 @@ def set_threads(threads: int | None) -> None:
 def build_data(config: RunConfig, run_dir: Path | None = None) -> RunData:
     """The data of a run that trains: images (a latent run fits its codec into ``run_dir``)
     or vectors."""
-    if is_image_run(config):
+    kind = data_kind(config)
+    if kind == "images":
         return build_images(config, run_dir)
+    if kind == "videos":
+        return build_videos(config)
     return build_vectors(config.data)
 
 
 def load_data(config: RunConfig, run_dir: Path) -> RunData:
     """The data of a trained run, as sampling and evaluation need it."""
-    if is_image_run(config):
+    kind = data_kind(config)
+    if kind == "images":
         return load_images(run_dir, config)
+    if kind == "videos":
+        return load_videos(run_dir, config)
     return load_vectors(run_dir, config)
 
 
@@ -267,7 +279,8 @@ class Run:
             uint8: images as uint8 in [0, 255] instead of floats in [0, 1].
 
         Returns:
-            (n, D) vectors with the normalisation undone, or (n, C, H, W) images in [0, 1].
+            (n, D) vectors with the normalisation undone, (n, C, H, W) images or (n, F, C, H,
+            W) videos in [0, 1].
         """
         x = self.generate(
             n,
@@ -287,7 +300,7 @@ class Run:
                 "at these settings (try another solver or nfe, or which='model').",
                 stacklevel=2,
             )
-        if not is_image_run(self.config):
+        if data_kind(self.config) == "vectors":
             return x
         x = (x.clamp(-1, 1) + 1) / 2
         return (x * 255).round().to(torch.uint8) if uint8 else x

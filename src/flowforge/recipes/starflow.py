@@ -4,11 +4,16 @@ A learned start token instead of the shift, softplus scales with a soft clip, de
 blocks (one deep block nearest the prior, the only one that sees the label), Gaussian-product
 guidance, and above all the latents of an autoencoder run (``data.autoencoder``) with a larger
 noise and, optionally, a learned denoiser. Training, sampling and evaluation are TARFlow's
-(``recipes/tarflow.py``); only the defaults differ.
+(``recipes/tarflow.py``); only the defaults differ. On videos (``data.name: moving_shapes``)
+it is STARFlow-V: ``layers_per_block`` lists the shallow per-frame blocks, then the deep
+frame-causal block; Jacobi decoding solves ``jacobi_frames`` frames together, started from the
+previous frame, and the learned denoiser is causal in time (``denoiser_target: score``:
+flow-score matching).
 
 References:
     STARFlow: Scaling Latent Normalizing Flows for High-resolution Image Synthesis (Gu et al.,
     NeurIPS 2025), arXiv:2506.06276 (card 18, docs/methods.md).
+    STARFlow-V (Gu et al., 2025), arXiv:2511.20462.
 """
 
 from __future__ import annotations
@@ -53,3 +58,4 @@ class STARFlowRecipe(TransformerFlowRecipe):
 
     name = "starflow"
     Config = STARFlowConfig
+    data_kinds = ("vectors", "images", "videos")

@@ -28,10 +28,12 @@ from torch import nn
 from flowforge.nf.denoiser import DenoisedFlow, residual_denoiser
 from flowforge.nf.objective import FlowNLLLoss, bits_per_dim, flow_log_prob, score_denoise
 from flowforge.nf.tarflow import TransformerFlow, TransformerFlowConfig
+from flowforge.nf.video import CausalVideoDenoiser, VideoFlow, VideoFlowConfig
 from flowforge.recipes.base import Recipe, RunData, TrainContext, Training
 from flowforge.recipes.config import ConfigError, MethodConfig, SampleConfig, meta
 from flowforge.recipes.flow_matching import check_cond_dropout, cond_dropout_key, label_dropout
 from flowforge.recipes.images import ImageData
+from flowforge.recipes.videos import VideoData
 
 __all__ = ["FlowMethodConfig", "TARFlowConfig", "TARFlowRecipe", "TransformerFlowRecipe"]
 __all__ += ["held_out_likelihood"]
@@ -96,6 +98,20 @@ class FlowMethodConfig(MethodConfig):
         default=1e-3, metadata=meta("jacobi: relative change that ends a chunk's iteration")
     )
     jacobi_max_iter: int = field(default=32, metadata=meta("jacobi: passes per chunk at most"))
+    jacobi_frames: int = field(
+        default=2, metadata=meta("videos, jacobi: frames the deep block solves together")
+    )
+    jacobi_init: Literal["previous", "noise"] = field(
+        default="previous",
+        metadata=meta("videos, jacobi: a chunk starts from the previous frame or the noise"),
+    )
+    denoiser_target: Literal["clean", "score"] = field(
+        default="clean",
+        metadata=meta(
+            "denoise=learned: learn the clean data, or the flow's own score step (flow-score "
+            "matching, STARFlow-V)"
+        ),
+    )
 
 
 @dataclass
@@ -112,16 +128,20 @@ def held_out_likelihood(
 
     Vectors: fresh draws of a toy (a table's rows, drawn with replacement: it has no held-out
     split), the normalisation's log-Jacobian added back. Images: the held-out split (through the
-    encoder for latent runs: then the figures are the latents'). With training noise the figures
-    are of the noise-augmented data, as trained; with uniform noise of a grid's spacing they are
-    also bits per dimension of the discrete data.
+    encoder for latent runs: then the figures are the latents'); videos: the held-out videos.
+    With training noise the figures are of the noise-augmented data, as trained. Data on a grid
+    of spacing ``grid`` also get bits per dimension (uniform dequantisation: a bound on the
+    discrete data's NLL whatever noise the flow was trained with).
 
     Returns:
         ``{"n", "noise", "noise_std", "nll" (nats per example), "nll_per_dim"[, "bits_per_dim"]}``
     """
     g = torch.Generator().manual_seed(e.seed)
     log_scale = 0.0  # log|d x_model / d x_data| per example
-    if isinstance(data, ImageData):
+    if isinstance(data, VideoData):
+        x = data.test_x[: e.n_samples]
+        labels = data.test_labels[: len(x)] if data.num_classes else None
+    elif isinstance(data, ImageData):
         x = data.test_x[: e.n_samples]
         if data.codec is not None:  # the flow's space: the latents of the held-out images
             x = data.codec.encode(x, generator=g)
@@ -158,7 +178,8 @@ class TransformerFlowRecipe(Recipe):
     def validate(self) -> None:
         """Sizes positive, Jacobi settings sane, label dropout in range."""
         m = self.method
-        for key in ("patch_size", "width", "head_dim", "jacobi_block", "jacobi_max_iter"):
+        keys = ("patch_size", "width", "head_dim", "jacobi_block", "jacobi_max_iter")
+        for key in (*keys, "jacobi_frames"):
             if getattr(m, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(m, key)!r} must be >= 1.")
         if not m.layers_per_block or min(m.layers_per_block) < 1:
@@ -183,28 +204,34 @@ class TransformerFlowRecipe(Recipe):
         check_cond_dropout(m)
 
     def build_model(self, data: RunData) -> nn.Module:
-        """The transformer flow of the data's shape (and its denoiser, for denoise=learned)."""
+        """The transformer flow of the data's shape (a video flow for videos: the last of
+        ``layers_per_block`` is the deep frame-causal block), and its denoiser for
+        denoise=learned."""
         m = self.method
-        config = TransformerFlowConfig(
-            shape=tuple(data.shape),
-            patch_size=m.patch_size,
-            width=m.width,
-            layers_per_block=tuple(m.layers_per_block),
-            head_dim=m.head_dim,
-            num_classes=data.num_classes,
-            sos=m.sos,
-            scale=m.scale,
-            soft_clip=m.soft_clip,
+        shared = dict(
+            patch_size=m.patch_size, width=m.width, head_dim=m.head_dim,
+            num_classes=data.num_classes, scale=m.scale, soft_clip=m.soft_clip,
             cond_blocks=m.cond_blocks,
-        )
+        )  # fmt: skip
+        shape = tuple(data.shape)
+        video = isinstance(data, VideoData)
+        if video:
+            *frame, deep = m.layers_per_block
+            config = VideoFlowConfig(shape, frame_layers=tuple(frame), deep_layers=deep, **shared)
+            tokens = config.frame_config().tokens
+        else:
+            layers = tuple(m.layers_per_block)
+            config = TransformerFlowConfig(shape, layers_per_block=layers, sos=m.sos, **shared)
+            tokens = config.tokens
         try:
-            config.tokens()
+            tokens()
         except ValueError as e:
             raise ConfigError(f"method.patch_size={m.patch_size}: {e}") from None
-        flow = TransformerFlow(config).float()
-        if m.denoise == "learned":
-            return DenoisedFlow(flow, residual_denoiser(tuple(data.shape))).float()
-        return flow
+        flow = (VideoFlow(config) if video else TransformerFlow(config)).float()
+        if m.denoise != "learned":
+            return flow
+        net = CausalVideoDenoiser(shape[1]) if video else residual_denoiser(shape)
+        return DenoisedFlow(flow, net, target=m.denoiser_target).float()
 
     def _loss(self) -> FlowNLLLoss:
         m = self.method
@@ -223,17 +250,21 @@ class TransformerFlowRecipe(Recipe):
 
         def sample_flow(x_0, solver, nfe, cond=None, trajectory=False):
             jacobi = solver == "jacobi"
+            kwargs = dict(
+                guidance=w if cond is not None else 0.0,
+                rule=m.guidance_rule,
+                max_iter=m.jacobi_max_iter if jacobi else None,
+                tol=m.jacobi_tol if jacobi else 0.0,
+            )
+            if isinstance(data, VideoData):
+                kwargs["frame_block"] = m.jacobi_frames if jacobi else 1
+                kwargs["token_block"] = m.jacobi_block if jacobi else 1
+                kwargs["init"] = m.jacobi_init
+            else:
+                kwargs["block_size"] = m.jacobi_block if jacobi else 1
+                kwargs["annealed"] = m.annealed_guidance
             with torch.no_grad():
-                out = model.decode(
-                    x_0,
-                    cond,
-                    guidance=w if cond is not None else 0.0,
-                    rule=m.guidance_rule,
-                    annealed=m.annealed_guidance,
-                    block_size=m.jacobi_block if jacobi else 1,
-                    max_iter=m.jacobi_max_iter if jacobi else None,
-                    tol=m.jacobi_tol if jacobi else 0.0,
-                )
+                out = model.decode(x_0, cond, **kwargs)
                 x = out.x
                 if m.denoise == "learned":
                     x = model.denoise(x)

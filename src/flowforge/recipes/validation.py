@@ -18,8 +18,10 @@ from flowforge.recipes.config import (
     ODE_SOLVERS,
     SHARED_IMAGE_METRICS,
     VECTOR_METRICS,
+    VIDEO_METRICS,
     ConfigError,
     RunConfig,
+    data_kind,
     is_image_run,
 )
 
@@ -93,7 +95,7 @@ def _validate_data(c: RunConfig, recipe) -> None:
     """What the recipe trains on, the network family, and image settings on vectors."""
     d, m, name = c.data, c.model, recipe.name
     image = is_image_run(c)
-    kind = "images" if image else "vectors"
+    kind = data_kind(c)
     if kind not in recipe.data_kinds:
         use = (
             "an image dataset (data.name=digits or shapes, or data.path=FOLDER)"
@@ -121,6 +123,9 @@ def _validate_data(c: RunConfig, recipe) -> None:
             f"method.name={name!r} and model.arch={m.arch!r} do not go together; an "
             "autoencoder is trained with method.name=autoencoder and model.arch=autoencoder."
         )
+    if kind == "videos":
+        _validate_videos(c)
+        return
     if not image:
         bad = [n for n in c.eval.metrics if n in IMAGE_METRICS]
         if bad or d.channels != "none" or d.autoencoder is not None:
@@ -152,6 +157,26 @@ def _validate_data(c: RunConfig, recipe) -> None:
         raise ConfigError(
             f"data.image_channels={d.image_channels!r} converts a folder's images; the "
             f"{d.name} images have their own channels, so drop it or set data.path=FOLDER."
+        )
+
+
+def _validate_videos(c: RunConfig) -> None:
+    """Video runs: their metrics, sizes and the image-only settings they do not take."""
+    d = c.data
+    bad = [n for n in c.eval.metrics if n not in VIDEO_METRICS]
+    if bad:
+        raise ConfigError(
+            f"eval.metrics contains {bad}; video runs measure {list(VIDEO_METRICS)} (fd of "
+            "single frames, motion of the shapes)."
+        )
+    if d.frames < 2:
+        raise ConfigError(f"data.frames={d.frames!r} must be >= 2.")
+    if d.image_size is not None and d.image_size < 8:
+        raise ConfigError(f"data.image_size={d.image_size!r} must be >= 8.")
+    if d.channels != "none" or d.autoencoder is not None:
+        raise ConfigError(
+            "data.channels and data.autoencoder apply to images; video runs train on the "
+            "frames' pixels with labels or none: drop them."
         )
 
 

@@ -89,7 +89,7 @@ def evaluate(
     results = []
     bar = tqdm(jobs, desc="eval", unit="run", disable=not progress, leave=False)
     for solver, nfe in bar:
-        bar.set_postfix_str(f"{solver} NFE {nfe or 'adaptive'}")
+        bar.set_postfix_str(solver if recipe.own_cost else f"{solver} NFE {nfe or 'adaptive'}")
         x, used = sampler(x_0, solver, nfe, labels)
         x = data.to_data(x).float().cpu()
         row: dict = {"solver": solver, "nfe": int(used)}
