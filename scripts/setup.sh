@@ -22,7 +22,7 @@ fi
 check='
 import sys, pathlib
 import flowforge, torch, numpy, yaml, tqdm, matplotlib, safetensors, ot, torchdiffeq, sklearn
-import mnist1d, PIL, zuko
+import mnist1d, PIL, zuko, openmm, openmmtools
 import pytest, ruff, hypothesis
 root = pathlib.Path(sys.argv[1]).resolve()
 sys.exit(0 if pathlib.Path(flowforge.__file__).resolve().is_relative_to(root / "src") else 1)

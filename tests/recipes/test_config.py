@@ -167,10 +167,11 @@ def test_every_choice_has_a_builder():
     assert set(typing.get_args(hints["time_sampler"])) == set(flow_matching.TIME_SAMPLERS)
     assert set(typing.get_args(hints["coupling"])) == set(flow_matching.COUPLINGS)
     assert set(TOY_DATASETS) == set(vectors.DATASETS)
-    assert set(all_solvers()) == {*ODE_SOLVERS, "fewstep", "sequential", "jacobi", "inverse"}
+    flow_solvers = ("sequential", "jacobi", "inverse", "snis", "smc")
+    assert set(all_solvers()) == {*ODE_SOLVERS, "fewstep", *flow_solvers}
     few_step = ("reflow", "meanflow", "freeflow", "twinflow", "flowturbo", "blockwise")
     flows = ("tarflow", "starflow", "zuko")
-    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step, *flows}
+    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step, *flows, "boltzmann"}
     for name, recipe in RECIPES.items():  # each row's recipe answers to its own name
         assert recipe.name == name and recipe.Config().name == name
 

@@ -77,9 +77,9 @@ def sample_command(
     if label is not None:
         check_label("--label", label, loaded.data.num_classes)
     kind = data_kind(config)
-    image = kind != "vectors"  # images, or videos (frames)
+    image = kind in ("images", "videos")  # pixels (videos: frames)
     if folder and kind != "images":
-        what = "vectors: write a .npy array or a .png scatter" if kind == "vectors" else (
+        what = "vectors: write a .npy array or a .png scatter" if kind != "videos" else (
             "videos: write a .npy array or a .png of filmstrips"
         )  # fmt: skip
         raise ValueError(

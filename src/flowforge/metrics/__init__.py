@@ -26,6 +26,7 @@ from flowforge.metrics.sliced import (
     projected_w2,
     random_directions,
     sliced_wasserstein,
+    wasserstein2_1d,
 )
 from flowforge.metrics.wasserstein import wasserstein2
 
@@ -50,4 +51,5 @@ __all__ = [
     "random_directions",
     "sliced_wasserstein",
     "wasserstein2",
+    "wasserstein2_1d",
 ]

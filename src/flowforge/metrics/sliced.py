@@ -30,7 +30,13 @@ from torch import Tensor
 from flowforge.metrics.wasserstein import as_sample_matrices
 from flowforge.utils.checks import check_choice
 
-__all__ = ["ControlVariate", "random_directions", "projected_w2", "sliced_wasserstein"]
+__all__ = [
+    "ControlVariate",
+    "random_directions",
+    "projected_w2",
+    "sliced_wasserstein",
+    "wasserstein2_1d",
+]
 
 ControlVariate = Literal["none", "lower", "upper"]
 _CONTROL_VARIATES = ("none", "lower", "upper")
@@ -90,6 +96,17 @@ def _w2_1d(x_proj: Tensor, y_proj: Tensor) -> Tensor:
     ix = (left + right) // (2 * m)
     iy = (left + right) // (2 * n)
     return ((x_sorted[..., ix] - y_sorted[..., iy]).square() * width).sum(dim=-1)  # (..., L)
+
+
+def wasserstein2_1d(x: Tensor, y: Tensor) -> Tensor:
+    """Exact W_2 (not squared) between two 1-D samples (n,) and (m,) (sizes may differ): the
+    L2 distance of their quantile functions.
+
+    Example:
+        >>> round(wasserstein2_1d(torch.zeros(3), torch.full((5,), 2.0)).item(), 6)
+        2.0
+    """
+    return _w2_1d(x.flatten()[None], y.flatten().to(x.dtype)[None])[0].clamp_min(0).sqrt()
 
 
 def _project(x: Tensor, y: Tensor, theta: Tensor) -> tuple[Tensor, Tensor]:

@@ -59,6 +59,9 @@ class TransformerFlowConfig:
         head_dim: channels per attention head (width must be a multiple).
         expansion: MLP width factor.
         num_classes: K classes for class-conditional flows (label K is the null class); 0: none.
+        cond_features: F features of a continuous condition (B, F) (a system's parameters, a
+            transferable proposal), added through a linear embedding; 0: none. Not with
+            ``num_classes``.
         sos: STARFlow's learned start token instead of TARFlow's shift by one.
         scale: ``"exp"`` (sigma = exp(a), TARFlow) or ``"softplus"`` (STARFlow).
         soft_clip: s in a <- s tanh(a / s) (STARFlow: 4), or None.
@@ -73,6 +76,7 @@ class TransformerFlowConfig:
     head_dim: int = 32
     expansion: int = 4
     num_classes: int = 0
+    cond_features: int = 0
     sos: bool = False
     scale: Literal["exp", "softplus"] = "exp"
     soft_clip: float | None = None
@@ -169,6 +173,9 @@ class AutoregressiveBlock(nn.Module):
         )
         if self.class_embed is not None:
             nn.init.normal_(self.class_embed.weight, std=0.02)
+        self.cond_embed = (
+            nn.Linear(c.cond_features, c.width) if conditioned and c.cond_features else None
+        )
         self.net = CausalTransformer(c.width, layers, c.head_dim, c.expansion)
         self.proj_out = nn.Linear(c.width, 2 * d)
         nn.init.zeros_(self.proj_out.weight)  # the identity flow at initialisation
@@ -184,6 +191,8 @@ class AutoregressiveBlock(nn.Module):
         h = self.proj_in(u) + pos
         if self.class_embed is not None:
             h = h + self.class_embed(cond)[:, None]
+        if self.cond_embed is not None:
+            h = h + self.cond_embed(cond.to(h.dtype))[:, None]
         h, cache = self.net(h, cache, self.group)
         a, mu = self.proj_out(h).chunk(2, dim=-1)
         if self.soft_clip is not None:
@@ -326,6 +335,11 @@ class TransformerFlow(NormalizingFlow):
             raise ValueError("layers_per_block=() holds no block; give at least one.")
         if c.scale not in ("exp", "softplus"):
             raise ValueError(f"scale={c.scale!r} must be 'exp' or 'softplus'.")
+        if c.num_classes and c.cond_features:
+            raise ValueError(
+                f"num_classes={c.num_classes} and cond_features={c.cond_features}: a flow takes "
+                "labels or a feature vector as its condition, not both."
+            )
         self.config = c
         self.event_shape = tuple(c.shape)
         self.T, self.d = c.tokens()
@@ -358,7 +372,15 @@ class TransformerFlow(NormalizingFlow):
                 f"x has shape {tuple(x.shape)}; this flow models examples of shape "
                 f"{self.event_shape} (pass (B, {', '.join(map(str, self.event_shape))}))."
             )
-        K = self.config.num_classes
+        K, F_ = self.config.num_classes, self.config.cond_features
+        if F_:
+            if cond is None or cond.shape != (len(x), F_):
+                got = None if cond is None else tuple(cond.shape)
+                raise ValueError(
+                    f"this flow is conditioned on {F_} features: pass cond of shape "
+                    f"({len(x)}, {F_}), got {got}."
+                )
+            return
         if cond is not None and K == 0:
             raise ValueError("cond was given to an unconditional flow (num_classes=0); drop it.")
         if cond is not None and ((cond < 0) | (cond > K)).any():
@@ -375,6 +397,8 @@ class TransformerFlow(NormalizingFlow):
         return self.untokenize(h), logdet
 
     def _null(self, cond: Tensor | None, n: int, device) -> Tensor | None:
+        if self.config.cond_features:
+            return cond
         if self.config.num_classes == 0:
             return None
         if cond is None:  # unconditional: the null class

@@ -31,6 +31,8 @@ __all__ = [
     "EvalConfig",
     "RunConfig",
     "TOY_DATASETS",
+    "ENERGY_TARGETS",
+    "EnergyName",
     "IMAGE_DATASETS",
     "VIDEO_DATASETS",
     "VIDEO_METRICS",
@@ -51,6 +53,8 @@ ImageName = Literal["digits", "shapes"]
 IMAGE_DATASETS: tuple[str, ...] = typing.get_args(ImageName)
 VideoName = Literal["moving_shapes"]
 VIDEO_DATASETS: tuple[str, ...] = typing.get_args(VideoName)
+EnergyName = Literal["gmm40", "manywell32", "dw4", "lj13"]
+ENERGY_TARGETS: tuple[str, ...] = typing.get_args(EnergyName)
 DataName = Literal[
     "eight_gaussians",
     "moons",
@@ -62,6 +66,10 @@ DataName = Literal[
     "digits",
     "shapes",
     "moving_shapes",
+    "gmm40",
+    "manywell32",
+    "dw4",
+    "lj13",
 ]
 MetricName = Literal[
     "w2",
@@ -112,8 +120,8 @@ class DataConfig:
     name: DataName = field(
         default="eight_gaussians",
         metadata=meta(
-            "2-D toy, image dataset (digits, shapes) or videos (moving_shapes); ignored when "
-            "path is set"
+            "2-D toy, image dataset (digits, shapes), videos (moving_shapes) or a Boltzmann "
+            "target (gmm40, manywell32, dw4, lj13); ignored when path is set"
         ),
     )
     path: str | None = field(
@@ -138,7 +146,8 @@ class DataConfig:
         default=8192,
         metadata=meta(
             "shapes: images generated for training (held-out: 2048); moving_shapes: videos "
-            "(held-out: 512)"
+            "(held-out: 512); Boltzmann targets: samples for maximum likelihood and the "
+            "coordinate scale"
         ),
     )
     frames: int = field(default=8, metadata=meta("moving_shapes: frames per video"))
@@ -316,11 +325,14 @@ class RunConfig:
 
 
 def data_kind(config: RunConfig) -> str:
-    """``"vectors"``, ``"images"`` or ``"videos"``: what a run trains on."""
+    """``"vectors"``, ``"images"``, ``"videos"`` or ``"energies"`` (a Boltzmann target): what a
+    run trains on."""
     if is_image_run(config):
         return "images"
     if config.data.path is None and config.data.name in VIDEO_DATASETS:
         return "videos"
+    if config.data.path is None and config.data.name in ENERGY_TARGETS:
+        return "energies"
     return "vectors"
 
 

@@ -40,6 +40,7 @@ from flowforge.recipes.config_io import (
     save_yaml,
     to_dict,
 )
+from flowforge.recipes.energies import build_target, load_target
 from flowforge.recipes.images import build_images, load_images
 from flowforge.recipes.table import recipe_for
 from flowforge.recipes.validation import validate
@@ -89,6 +90,8 @@ def build_data(config: RunConfig, run_dir: Path | None = None) -> RunData:
         return build_images(config, run_dir)
     if kind == "videos":
         return build_videos(config)
+    if kind == "energies":
+        return build_target(config.data)
     return build_vectors(config.data)
 
 
@@ -99,6 +102,8 @@ def load_data(config: RunConfig, run_dir: Path) -> RunData:
         return load_images(run_dir, config)
     if kind == "videos":
         return load_videos(run_dir, config)
+    if kind == "energies":
+        return load_target(run_dir, config)
     return load_vectors(run_dir, config)
 
 
@@ -300,7 +305,7 @@ class Run:
                 "at these settings (try another solver or nfe, or which='model').",
                 stacklevel=2,
             )
-        if data_kind(self.config) == "vectors":
+        if data_kind(self.config) in ("vectors", "energies"):
             return x
         x = (x.clamp(-1, 1) + 1) / 2
         return (x * 255).round().to(torch.uint8) if uint8 else x

@@ -18,6 +18,7 @@ import difflib
 from flowforge.recipes.autoencoder import AutoencoderRecipe
 from flowforge.recipes.base import Recipe
 from flowforge.recipes.blockwise import BlockwiseRecipe
+from flowforge.recipes.boltzmann import BoltzmannRecipe
 from flowforge.recipes.config import ConfigError, MethodConfig, RunConfig
 from flowforge.recipes.flow_matching import FlowMatchingRecipe
 from flowforge.recipes.flowturbo import FlowTurboRecipe
@@ -45,6 +46,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "tarflow": TARFlowRecipe,
     "starflow": STARFlowRecipe,
     "zuko": ZukoRecipe,
+    "boltzmann": BoltzmannRecipe,
 }
 
 

@@ -24,8 +24,16 @@ from flowforge.recipes.config import (
     data_kind,
     is_image_run,
 )
+from flowforge.recipes.energies import check_target_settings
 
 __all__ = ["validate"]
+
+_DATA_USES = {
+    "vectors": "vector data (a 2-D toy, or data.path=FILE.csv)",
+    "images": "an image dataset (data.name=digits or shapes, or data.path=FOLDER)",
+    "videos": "videos (data.name=moving_shapes)",
+    "energies": "a Boltzmann target (data.name=gmm40, manywell32, dw4 or lj13)",
+}
 
 
 def validate(config: RunConfig) -> RunConfig:
@@ -97,11 +105,7 @@ def _validate_data(c: RunConfig, recipe) -> None:
     image = is_image_run(c)
     kind = data_kind(c)
     if kind not in recipe.data_kinds:
-        use = (
-            "an image dataset (data.name=digits or shapes, or data.path=FOLDER)"
-            if "images" in recipe.data_kinds
-            else "vector data (a 2-D toy, or data.path=FILE.csv)"
-        )
+        use = " or ".join(_DATA_USES[k] for k in recipe.data_kinds)
         raise ConfigError(
             f"method.name={name!r} trains on {' or '.join(recipe.data_kinds)}, but the data "
             f"(data.name={d.name!r}, data.path={d.path!r}) are {kind}; use {use}."
@@ -125,6 +129,9 @@ def _validate_data(c: RunConfig, recipe) -> None:
         )
     if kind == "videos":
         _validate_videos(c)
+        return
+    if kind == "energies":
+        check_target_settings(c)
         return
     if not image:
         bad = [n for n in c.eval.metrics if n in IMAGE_METRICS]
