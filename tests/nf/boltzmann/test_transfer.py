@@ -40,14 +40,26 @@ def test_a_family_flow_proposes_zero_shot_and_fine_tunes():
     nearest, _ = ess(features(0.5, 4.5))
     assert zero_shot > 0.7 and zero_shot > nearest + 0.1
     assert abs(log_z - new.log_z) < 4 * se + 0.01
-    history = self_improve(flow, new, rounds=2, samples=10_000, steps=100, lr=5e-4,
-                           teacher_weight=0.0, cond=c, generator=torch.Generator().manual_seed(2))  # fmt: skip
+    g = torch.Generator().manual_seed(2)
+    history = self_improve(
+        flow,
+        new,
+        rounds=2,
+        samples=10_000,
+        steps=100,
+        lr=5e-4,
+        teacher_weight=0.0,
+        cond=c,
+        generator=g,
+    )
     assert history[-1].ess_fraction > history[0].ess_fraction
 
 
 def test_a_feature_conditioned_flow_needs_its_condition():
-    flow = TransformerFlow(TransformerFlowConfig(shape=(2,), width=16, head_dim=8,
-                                                 cond_features=2, layers_per_block=(1, 1)))  # fmt: skip
+    config = TransformerFlowConfig(
+        shape=(2,), width=16, head_dim=8, cond_features=2, layers_per_block=(1, 1)
+    )
+    flow = TransformerFlow(config)
     with pytest.raises(ValueError, match=r"pass cond of shape \(3, 2\), got None"):
         flow(torch.zeros(3, 2))
     with pytest.raises(ValueError, match="labels or a feature vector"):
