@@ -1,7 +1,8 @@
 """Recipes: each method's whole command-line knowledge, and runs from Python.
 
 A recipe (``Recipe``) says what a method's ``method:`` section holds, which network it builds
-for the run's data (``VectorData`` or ``ImageData``), its objective and training data, how it
+for the run's data (``VectorData``, ``ImageData``, ``VideoData`` or a Boltzmann target's
+``TargetData``), its objective and training data, how it
 samples and counts NFE, and what its evaluation reports and draws. ``RECIPES`` is the one table
 from ``method.name`` to recipe; a new method is one file and one row. ``fit`` trains a run,
 ``load`` reads one back as a ``Run`` that samples and evaluates through the same recipe.
@@ -10,8 +11,8 @@ The names below load on first access, so the command line can list presets witho
 
 Example:
     >>> import flowforge.recipes as recipes
-    >>> sorted(recipes.RECIPES)[:3]
-    ['autoencoder', 'blockwise', 'flowturbo']
+    >>> recipes.RECIPES["fm"].__name__, recipes.RECIPES["boltzmann"].__name__
+    ('FlowMatchingRecipe', 'BoltzmannRecipe')
 """
 
 # ruff: noqa: F401  (the imports of __getattr__ are its return values, through locals())
