@@ -14,8 +14,12 @@ the training samples, then, for each budget B of energy evaluations (``--budgets
 Targets of the issue: higher ESS / n and lower log Z error than zuko's NSF on every target;
 SMC at half the evaluations matching SNIS's ESS / n.
 
-    python benchmarks/boltzmann.py                 # ~15 min on 2 cores
-    python benchmarks/boltzmann.py --quick         # smoke run
+    python benchmarks/boltzmann.py --targets gmm40                       # ~10 min on 2 cores
+    python benchmarks/boltzmann.py --targets manywell32 dw4 --steps 1500 --budgets 100000
+    python benchmarks/boltzmann.py --quick                               # smoke run
+
+On CPU a budget of 1e6 with the 32-D ManyWell costs about an hour for the TARFlow alone
+(16-token sequential decoding and SMC's gradients through the flow), hence the second line.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ def main() -> int:
         floor = scores(target_samples(name, energy, 20_000, seed=8), None, energy, ref, e_ref, 0.0)
         lines.append(f"| {name} | reference | floor | - | - | - | {floor['energy_w2']:.4f} | "
                      f"{floor['sliced_w2']:.4f} |")  # fmt: skip
+        if not a.quick:  # after every target: a long run that is stopped keeps what it did
+            a.out.write_text("\n".join(lines) + "\n")
     text = "\n".join(lines) + "\n"
     print(text)
     if not a.quick:
