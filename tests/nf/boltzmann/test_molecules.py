@@ -44,12 +44,13 @@ def test_dynamics_are_seeded_and_stay_in_the_left_basins(molecule):
     """Langevin MD at 300 K: the same seed gives the same frames, and phi stays negative (the
     C7eq / alpha_R basins hold nearly all the mass of alanine dipeptide in vacuum); the
     mean potential energy lies above the (energy-minimised) initial structure's by the order
-    of equipartition's (3N - 6)/2 = 30 kT (measured: 17.9 kT; the modes are not harmonic)."""
+    of equipartition's (3N - 6)/2 = 30 kT (measured: 18.6 kT over 4 ps; the modes are not
+    harmonic)."""
     from flowforge.nf.boltzmann.molecules import molecular_dynamics
 
-    kw = dict(every=50, burn_in=2000, progress=False)
-    a = molecular_dynamics(molecule, 200, seed=3, **kw)
-    assert torch.equal(a, molecular_dynamics(molecule, 200, seed=3, **kw))
+    kw = dict(every=25, burn_in=1000, progress=False)
+    a = molecular_dynamics(molecule, 120, seed=3, **kw)
+    assert torch.equal(a[:20], molecular_dynamics(molecule, 20, seed=3, **kw))
     angles = ramachandran(a)
     assert (angles[:, 0] < 0).float().mean() > 0.95
     rise = molecule.energy(a).mean() - molecule.energy(molecule.initial_positions()[None])
