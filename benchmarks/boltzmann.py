@@ -25,7 +25,6 @@ On CPU a budget of 1e6 with the 32-D ManyWell costs about an hour for the TARFlo
 from __future__ import annotations
 
 import argparse
-import math
 import platform
 import sys
 import time
@@ -35,7 +34,7 @@ import torch
 
 from flowforge.metrics.sliced import sliced_wasserstein, wasserstein2_1d
 from flowforge.nf import FlowNLLLoss, TransformerFlow, TransformerFlowConfig
-from flowforge.nf.boltzmann import StandardizedFlow, smc, snis
+from flowforge.nf.boltzmann import StandardizedFlow, kish_ess, smc, snis
 from flowforge.nf.zuko import zuko_flow
 from flowforge.recipes.energies import target, target_samples
 
@@ -58,10 +57,7 @@ def train(flow, data, steps: int, batch: int, seed: int) -> float:
 
 def scores(x, log_w, energy, ref, e_ref, log_z) -> dict:
     ok = torch.isfinite(energy.energy(x.double()))
-    row = {"ess": float("nan")}
-    if log_w is not None:
-        row["ess"] = math.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
-        row["ess"] /= len(log_w)
+    row = {"ess": float("nan") if log_w is None else kish_ess(log_w).item() / len(log_w)}
     row["log_z_err"] = abs(log_z - energy.log_z) if energy.log_z is not None else float("nan")
     row["energy_w2"] = float(wasserstein2_1d(energy.energy(x[ok].double()), e_ref))
     g = torch.Generator().manual_seed(0)

@@ -34,13 +34,14 @@ from flowforge.nf.boltzmann import (
     SelfImprovementLoss,
     StandardizedFlow,
     importance_weights,
+    multinomial_resample,
     smc,
 )
 from flowforge.nf.zuko import zuko_flow
 from flowforge.recipes.base import Recipe, RunData, TrainContext, Training
 from flowforge.recipes.config import ConfigError, MethodConfig, SampleConfig, meta
 from flowforge.recipes.config_io import load_yaml
-from flowforge.recipes.energies import TargetData
+from flowforge.recipes.energies import TARGETS, TargetData, target
 from flowforge.train.checkpoint import CONFIG_FILE, load_weights
 from flowforge.utils.io import atomic_path
 
@@ -139,7 +140,8 @@ class BoltzmannRecipe(Recipe):
                 f"method.smc_step_size={m.smc_step_size!r} must be > 0 and "
                 f"method.teacher_weight={m.teacher_weight!r} >= 0."
             )
-        dim = {"gmm40": 2, "manywell32": 32, "dw4": 8, "lj13": 39}.get(self.config.data.name)
+        name = self.config.data.name
+        dim = target(name).dim if name in TARGETS else None
         if m.flow == "tarflow" and dim is not None and dim % m.patch_size:
             raise ConfigError(
                 f"method.patch_size={m.patch_size} does not divide the target's {dim} "
@@ -235,7 +237,7 @@ class BoltzmannRecipe(Recipe):
                 w = importance_weights(-data.energy.energy(x.double().cpu()), log_q,
                                        m.energy_cutoff, m.quantile)  # fmt: skip
                 w.check()
-                idx = torch.multinomial(torch.softmax(w.log_w, 0), len(x), True, generator=g)
+                idx = multinomial_resample(w.log_w, len(x), g)
                 return x[idx.to(x.device)], 1
             out = smc(model, data.energy, len(x), m.smc_steps, m.smc_step_size, m.smc_mcmc,
                       m.smc_substeps, m.smc_ess_threshold, generator=g, x=x)  # fmt: skip

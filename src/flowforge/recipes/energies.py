@@ -32,6 +32,8 @@ from flowforge.nf.boltzmann import (
     GaussianMixture,
     LennardJones,
     ManyWell,
+    kish_ess,
+    multinomial_resample,
     reference_samples,
 )
 from flowforge.recipes import plots
@@ -43,7 +45,6 @@ if TYPE_CHECKING:
     from flowforge.recipes.base import Recipe
 
 __all__ = [
-    "ENERGY_METRICS",
     "TARGETS",
     "TargetData",
     "build_target",
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 DATA_INFO = "data.json"
-ENERGY_METRICS = ("ess", "log_z", "log_z_error", "energy_w2", "sliced_w2")
 
 
 def _icosahedron(n: int, generator: torch.Generator | None) -> Tensor:
@@ -214,10 +214,7 @@ def _row(solver: str, x: Tensor, log_w: Tensor | None, nfe: int, energy: Energy,
     """One eval row: ESS / n, log Z, energy W2 and sliced W2 of (resampled) samples."""
     row: dict = {"solver": solver, "nfe": nfe}
     if log_w is not None:
-        n = log_w.numel()
-        finite = torch.isfinite(log_w)
-        ess = torch.exp(2 * torch.logsumexp(log_w, 0) - torch.logsumexp(2 * log_w, 0))
-        row["ess"] = float(ess) / n if finite.any() else 0.0
+        row["ess"] = kish_ess(log_w).item() / log_w.numel()
     if log_z is not None:
         row["log_z"] = log_z[0]
         if log_z[1] is not None:
@@ -268,11 +265,7 @@ def evaluate(recipe: Recipe, model: nn.Module, data: TargetData, step, progress=
             row = _row(solver, x, None, 0, data.energy, ref, e_ref, None, e.seed)
         elif solver == "snis":
             ok = not torch.isneginf(weights.log_w).all()
-            idx = (
-                torch.multinomial(torch.softmax(weights.log_w, 0), n, True, generator=g)
-                if ok
-                else None
-            )
+            idx = multinomial_resample(weights.log_w, n, g) if ok else None
             row = _row(solver, x[idx] if ok else x, weights.log_w, 1, data.energy, ref, e_ref,
                        weights.log_z() if ok else None, e.seed)  # fmt: skip
             row["non_finite"] = weights.non_finite
@@ -308,7 +301,7 @@ def pictures(recipe: Recipe, model: nn.Module, data: TargetData, step) -> dict:
     title = f"{recipe.config.name}, step {step}"
     figures = {}
     if data.dim == 2 and not torch.isneginf(w.log_w).all():
-        idx = torch.multinomial(torch.softmax(w.log_w, 0), s.n, True, generator=g)
+        idx = multinomial_resample(w.log_w, s.n, g)
         figures["samples.png"] = plots.plot_samples(
             x[idx].numpy(), ref.numpy(), title=f"{title}: flow samples resampled by SNIS "
             f"(ESS/n {w.ess / s.n:.2f})"
