@@ -53,7 +53,7 @@ ImageName = Literal["digits", "shapes"]
 IMAGE_DATASETS: tuple[str, ...] = typing.get_args(ImageName)
 VideoName = Literal["moving_shapes"]
 VIDEO_DATASETS: tuple[str, ...] = typing.get_args(VideoName)
-EnergyName = Literal["gmm40", "manywell32", "dw4", "lj13"]
+EnergyName = Literal["gmm40", "manywell32", "dw4", "lj13", "aldp"]
 ENERGY_TARGETS: tuple[str, ...] = typing.get_args(EnergyName)
 DataName = Literal[
     "eight_gaussians",
@@ -70,6 +70,7 @@ DataName = Literal[
     "manywell32",
     "dw4",
     "lj13",
+    "aldp",
 ]
 MetricName = Literal[
     "w2",
@@ -121,7 +122,7 @@ class DataConfig:
         default="eight_gaussians",
         metadata=meta(
             "2-D toy, image dataset (digits, shapes), videos (moving_shapes) or a Boltzmann "
-            "target (gmm40, manywell32, dw4, lj13); ignored when path is set"
+            "target (gmm40, manywell32, dw4, lj13, aldp); ignored when path is set"
         ),
     )
     path: str | None = field(

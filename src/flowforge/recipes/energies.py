@@ -1,9 +1,13 @@
-"""Boltzmann targets as a run's data (``data.name: gmm40 | manywell32 | dw4 | lj13``).
+"""Boltzmann targets as a run's data (``data.name: gmm40 | manywell32 | dw4 | lj13 | aldp``).
 
-A target is an energy, its training samples for maximum likelihood (exact samples, or a long
-MALA reference run for DW-4 and LJ-13, cached) and a reference set for the metrics (a different
-seed). The flow works in coordinates standardised by the training samples' mean and spread
-(``StandardizedFlow``), so it starts at the target's scale.
+A target is an energy, its training samples for maximum likelihood (exact samples, a long MALA
+reference run for DW-4 and LJ-13, or molecular dynamics for alanine dipeptide, cached) and a
+reference set for the metrics (a different seed). Alanine dipeptide (``aldp``, the
+``[molecules]`` extra) lives in the internal coordinates of its Z-matrix; its rows add the KL and
+W2 of the Ramachandran (phi, psi) distribution against a long MD reference (``rama_kl``,
+``rama_w2``), and its pictures a Ramachandran plot. The flow works in coordinates standardised
+by the training samples' mean and spread (``StandardizedFlow``), so it starts at the target's
+scale.
 
 An evaluation reports one row per sampler (``eval.solvers`` out of ``inverse``, ``snis``,
 ``smc``), each from ``eval.n_samples`` proposals: ESS / n (``ess``), log Z and its error against
@@ -77,6 +81,23 @@ class _Target:
     describe: str
     init: object = None  # MALA starts of a reference run (n, generator) -> (n, D)
     step_size: float = 1e-3
+    samples: object = None  # (energy, n, seed) -> (n, D): training/reference samples, if not MALA
+    settings: object = None  # DataConfig -> build keywords of a new run (e.g. the MD to cut on)
+
+
+def _aldp(**settings) -> Energy:
+    from flowforge.nf.boltzmann.molecules import AlanineDipeptideInternal  # noqa: PLC0415
+
+    return AlanineDipeptideInternal(**settings)
+
+
+def _aldp_samples(energy, n: int, seed: int) -> Tensor:
+    """MD frames in internal coordinates: every 100 fs for training (seed 0), every 500 fs for
+    references (other seeds: less correlated frames)."""
+    from flowforge.nf.boltzmann.molecules import cached_dynamics  # noqa: PLC0415
+
+    x = cached_dynamics(energy.molecule, n, every=100 if seed == 0 else 500, seed=seed)
+    return energy.to_internal(x)
 
 
 TARGETS: dict[str, _Target] = {
@@ -84,12 +105,18 @@ TARGETS: dict[str, _Target] = {
     "manywell32": _Target(lambda: ManyWell(32), "ManyWell-32 (2^16 modes, log Z by quadrature)"),
     "dw4": _Target(DoubleWellParticles, "DW-4 (4 particles in 2-D, MALA reference)"),
     "lj13": _Target(LennardJones, "LJ-13 (13 atoms in 3-D, MALA reference)", _icosahedron, 1e-4),
+    "aldp": _Target(
+        _aldp,
+        "alanine dipeptide in vacuum (Amber, 300 K, internal coordinates, MD reference)",
+        samples=_aldp_samples,
+        settings=lambda d: {"cut_frames": d.n_train},
+    ),  # fmt: skip
 }
 
 
-def target(name: str) -> Energy:
-    """The energy of ``data.name``."""
-    return TARGETS[name].build()
+def target(name: str, **settings) -> Energy:
+    """The energy of ``data.name`` (``settings``: what a saved run's ``data.json`` recorded)."""
+    return TARGETS[name].build(**settings)
 
 
 def target_samples(name: str, energy: Energy, n: int, seed: int) -> Tensor:
@@ -97,6 +124,8 @@ def target_samples(name: str, energy: Energy, n: int, seed: int) -> Tensor:
     if energy.exact:
         return energy.sample(n, torch.Generator().manual_seed(seed)).float()
     t = TARGETS[name]
+    if t.samples is not None:
+        return t.samples(energy, n, seed).float()
     g = torch.Generator().manual_seed(seed)
     chains = min(1000, n)
     init = None if t.init is None else t.init(chains, g)
@@ -161,7 +190,7 @@ class TargetData(RunData):
     def save(self, run_dir: Path) -> None:
         """data.json: the target's name, dimension and standardisation."""
         info = {"kind": "energy", "name": self.name, "dim": self.dim, "mean": self.mean,
-                "std": self.std}  # fmt: skip
+                "std": self.std, "settings": self.energy.settings()}  # fmt: skip
         with atomic_path(Path(run_dir, DATA_INFO)) as tmp:
             tmp.write_text(json.dumps(info, indent=1))
 
@@ -181,7 +210,8 @@ class TargetData(RunData):
 def build_target(config: DataConfig) -> TargetData:
     """The target of ``config.name`` with ``config.n_train`` training samples (exact targets
     draw fresh ones every batch)."""
-    energy = target(config.name)
+    t = TARGETS[config.name]
+    energy = target(config.name, **(t.settings(config) if t.settings else {}))
     x = target_samples(config.name, energy, config.n_train, seed=0)
     mean, std = x.mean(0), x.std(0).clamp_min(1e-3)
     if energy.exact:
@@ -204,7 +234,8 @@ def load_target(run_dir: str | Path, config: RunConfig) -> TargetData:
         name = info["name"]
         if name != config.data.name:
             raise ValueError(f"it names {name!r}, the config {config.data.name!r}")
-        return TargetData(name, target(name), info["mean"], info["std"])
+        energy = target(name, **info.get("settings", {}))
+        return TargetData(name, energy, info["mean"], info["std"])
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{path} is corrupt ({e}); retrain the run.") from None
 
@@ -229,7 +260,24 @@ def _row(solver: str, x: Tensor, log_w: Tensor | None, nfe: int, energy: Energy,
     row["energy_w2"] = float(wasserstein2_1d(e_x[ok], e_ref))
     g = torch.Generator().manual_seed(seed)
     row["sliced_w2"] = float(sliced_wasserstein(x[ok].float(), ref, generator=g))
+    if hasattr(energy, "ramachandran"):
+        row.update(_ramachandran_metrics(energy, x[ok], ref, seed))
     return row
+
+
+RAMA_W2_SAMPLES = 2000  # exact OT on the torus: n^2 costs
+
+
+def _ramachandran_metrics(energy: Energy, x: Tensor, ref: Tensor, seed: int) -> dict:
+    """KL (histogram, 36 x 36) and W2 (exact, on ``RAMA_W2_SAMPLES`` of each) of the (phi, psi)
+    of ``x`` against those of ``ref``."""
+    from flowforge.nf.boltzmann.molecules import ramachandran_kl, ramachandran_w2  # noqa: PLC0415
+
+    a, a_ref = energy.ramachandran(x.double()), energy.ramachandran(ref.double())
+    g = torch.Generator().manual_seed(seed)
+    i = torch.randperm(len(a), generator=g)[:RAMA_W2_SAMPLES]
+    j = torch.randperm(len(a_ref), generator=g)[:RAMA_W2_SAMPLES]
+    return {"rama_kl": ramachandran_kl(a_ref, a), "rama_w2": ramachandran_w2(a_ref[j], a[i])}
 
 
 def evaluate(recipe: Recipe, model: nn.Module, data: TargetData, step, progress=True) -> dict:
@@ -250,6 +298,8 @@ def evaluate(recipe: Recipe, model: nn.Module, data: TargetData, step, progress=
     }
     if data.energy.log_z is not None:
         floors["log_z_error"] = 0.0
+    if hasattr(data.energy, "ramachandran"):
+        floors.update(_ramachandran_metrics(data.energy, ref_2, ref, e.seed))
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(e.seed)
     with torch.no_grad():
@@ -283,9 +333,9 @@ def evaluate(recipe: Recipe, model: nn.Module, data: TargetData, step, progress=
 
 
 def pictures(recipe: Recipe, model: nn.Module, data: TargetData, step) -> dict:
-    """samples.png: SNIS-resampled flow samples beside the reference (2-D targets); and
+    """samples.png: SNIS-resampled flow samples beside the reference (2-D targets);
     energies.png: histograms of the target energy of the flow's samples, of its reweighted
-    samples and of the reference."""
+    samples and of the reference; ramachandran.png (molecules): the (phi, psi) densities."""
     from flowforge.nf.boltzmann import importance_weights  # noqa: PLC0415
 
     s = recipe.config.sample
@@ -322,6 +372,14 @@ def pictures(recipe: Recipe, model: nn.Module, data: TargetData, step) -> dict:
     ax.set_title(f"{title}: energies", fontsize=9)
     ax.legend(fontsize=7)
     figures["energies.png"] = fig
+    if hasattr(data.energy, "ramachandran"):
+        sets = {"reference (MD)": ref, "flow": x}
+        if not torch.isneginf(w.log_w).all():
+            sets[f"flow, resampled by SNIS (ESS/n {w.ess / s.n:.3f})"] = x[
+                multinomial_resample(w.log_w, s.n, g)
+            ]
+        angles = {k: data.energy.ramachandran(v.double()).numpy() for k, v in sets.items()}
+        figures["ramachandran.png"] = plots.plot_ramachandran(angles, title=title)
     return figures
 
 

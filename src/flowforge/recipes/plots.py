@@ -28,6 +28,7 @@ __all__ = [
     "plot_image_rows",
     "plot_loss",
     "plot_quality_vs_nfe",
+    "plot_ramachandran",
     "plot_samples",
     "plot_trajectories",
     "save_figure",
@@ -39,7 +40,7 @@ _CORNER_COLUMNS = 5  # a corner plot shows the first five columns of wider data
 # metrics whose smaller values are better (the others: larger is better)
 LOWER_IS_BETTER = frozenset(
     {"w2", "sliced_w2", "mmd", "energy", "fd", "known_error", "known_mse", "fd_unconditional",
-     "reconstruction_mse"}
+     "reconstruction_mse", "energy_w2", "log_z_error", "rama_kl", "rama_w2"}
 )  # fmt: skip
 UNIT_INTERVAL = frozenset({"precision", "recall", "accuracy", "miou", "miou_generated"})
 
@@ -334,6 +335,36 @@ def plot_loss(steps: Sequence[int], losses: Sequence[float], title: str = "") ->
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     ax.set_title(title)
+    return fig
+
+
+def plot_ramachandran(angles: dict[str, np.ndarray], title: str = "", bins: int = 60) -> Figure:
+    """Ramachandran plots: one panel per named (n, 2) set of (phi, psi) in radians, log density
+    (per square degree) on a shared colour scale, axes in degrees; non-finite rows dropped.
+
+    Args:
+        angles: panel title -> (n, 2) angles.
+        title: figure title.
+        bins: histogram bins per angle.
+    """
+    fig, axes = figure(3.6 * len(angles), 3.6, 1, len(angles))
+    edges = np.linspace(-180, 180, bins + 1)
+    angles = {k: a[np.isfinite(a).all(1)] for k, a in angles.items()}
+    hists = {k: np.histogram2d(*np.degrees(a).T, bins=[edges, edges])[0] / max(len(a), 1)
+             / (edges[1] - edges[0]) ** 2 for k, a in angles.items()}  # fmt: skip
+    top = max(max(h.max() for h in hists.values()), 1e-12)
+    norm = matplotlib.colors.LogNorm(vmin=top * 1e-4, vmax=top)
+    for ax, (name, h) in zip(axes[0], hists.items(), strict=True):
+        mesh = ax.pcolormesh(edges, edges, np.where(h > 0, h, np.nan).T, norm=norm,
+                             cmap="viridis")  # fmt: skip
+        ax.set_xlabel("phi (degrees)")
+        ax.set_ylabel("psi (degrees)")
+        ax.set_title(f"{name} (n = {len(angles[name])})", fontsize=8)
+        ax.set_aspect("equal")
+        ax.set_xticks([-180, -90, 0, 90, 180])
+        ax.set_yticks([-180, -90, 0, 90, 180])
+    fig.colorbar(mesh, ax=list(axes[0]), label="density (log scale)", shrink=0.8)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 

@@ -32,7 +32,7 @@ _DATA_USES = {
     "vectors": "vector data (a 2-D toy, or data.path=FILE.csv)",
     "images": "an image dataset (data.name=digits or shapes, or data.path=FOLDER)",
     "videos": "videos (data.name=moving_shapes)",
-    "energies": "a Boltzmann target (data.name=gmm40, manywell32, dw4 or lj13)",
+    "energies": "a Boltzmann target (data.name=gmm40, manywell32, dw4, lj13 or aldp)",
 }
 
 

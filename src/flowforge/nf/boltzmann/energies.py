@@ -59,6 +59,11 @@ class Energy(abc.ABC):
     def energy(self, x: Tensor) -> Tensor:
         """E(x) of (B, D) samples: (B,), in kT, in x's dtype (non-finite where undefined)."""
 
+    def settings(self) -> dict:
+        """Keyword arguments that rebuild this energy where its defaults do not (saved with a
+        run: e.g. a molecule's torsion cuts); {} by default."""
+        return {}
+
     def log_prob(self, x: Tensor) -> Tensor:
         """Unnormalised log-density -E(x) (B,) (normalised when ``log_z`` is 0)."""
         return -self.energy(x)
