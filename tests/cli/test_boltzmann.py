@@ -153,3 +153,12 @@ def test_alanine_dipeptide_trains_and_reports_its_ramachandran_metrics(tmp_path,
     assert (run / "ramachandran.png").is_file()
     loaded = flowforge.load(run)
     assert loaded.data.energy.coordinates.offsets.tolist() == info["settings"]["offsets"]
+
+
+def test_every_target_states_its_dimension():
+    """Validation reads a target's dimension without building it (a molecule's costs MD)."""
+    from flowforge.recipes.energies import TARGETS, target
+
+    for name, t in TARGETS.items():
+        if name != "aldp":
+            assert target(name).dim == t.dim, name

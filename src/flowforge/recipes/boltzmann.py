@@ -41,7 +41,7 @@ from flowforge.nf.zuko import zuko_flow
 from flowforge.recipes.base import Recipe, RunData, TrainContext, Training
 from flowforge.recipes.config import ConfigError, MethodConfig, SampleConfig, meta
 from flowforge.recipes.config_io import load_yaml
-from flowforge.recipes.energies import TARGETS, TargetData, target
+from flowforge.recipes.energies import TARGETS, TargetData
 from flowforge.train.checkpoint import CONFIG_FILE, load_weights
 from flowforge.utils.io import atomic_path
 
@@ -141,7 +141,7 @@ class BoltzmannRecipe(Recipe):
                 f"method.teacher_weight={m.teacher_weight!r} >= 0."
             )
         name = self.config.data.name
-        dim = target(name).dim if name in TARGETS else None
+        dim = TARGETS[name].dim if name in TARGETS else None
         if m.flow == "tarflow" and dim is not None and dim % m.patch_size:
             raise ConfigError(
                 f"method.patch_size={m.patch_size} does not divide the target's {dim} "

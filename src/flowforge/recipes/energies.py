@@ -79,6 +79,7 @@ class _Target:
 
     build: type[Energy] | object
     describe: str
+    dim: int  # coordinates per sample, known without building the energy
     init: object = None  # MALA starts of a reference run (n, generator) -> (n, D)
     step_size: float = 1e-3
     samples: object = None  # (energy, n, seed) -> (n, D): training/reference samples, if not MALA
@@ -101,16 +102,19 @@ def _aldp_samples(energy, n: int, seed: int) -> Tensor:
 
 
 TARGETS: dict[str, _Target] = {
-    "gmm40": _Target(GaussianMixture, "GMM-40 (2-D, 40 modes, log Z = 0)"),
-    "manywell32": _Target(lambda: ManyWell(32), "ManyWell-32 (2^16 modes, log Z by quadrature)"),
-    "dw4": _Target(DoubleWellParticles, "DW-4 (4 particles in 2-D, MALA reference)"),
-    "lj13": _Target(LennardJones, "LJ-13 (13 atoms in 3-D, MALA reference)", _icosahedron, 1e-4),
+    "gmm40": _Target(GaussianMixture, "GMM-40 (2-D, 40 modes, log Z = 0)", 2),
+    "manywell32": _Target(lambda: ManyWell(32), "ManyWell-32 (2^16 modes, log Z, quadrature)", 32),
+    "dw4": _Target(DoubleWellParticles, "DW-4 (4 particles in 2-D, MALA reference)", 8),
+    "lj13": _Target(
+        LennardJones, "LJ-13 (13 atoms in 3-D, MALA reference)", 39, _icosahedron, 1e-4
+    ),  # fmt: skip
     "aldp": _Target(
         _aldp,
         "alanine dipeptide in vacuum (Amber, 300 K, internal coordinates, MD reference)",
+        60,
         samples=_aldp_samples,
         settings=lambda d: {"cut_frames": d.n_train},
-    ),  # fmt: skip
+    ),
 }
 
 
