@@ -19,6 +19,15 @@ flowforge:
   prefixes (incomplete trajectories) that the forward-looking losses learn from.
 * Losses (``losses/``): ``TrajectoryBalance``, ``DetailedBalance``, ``SubTrajectoryBalance``,
   ``ForwardLookingDB``, ``ForwardLookingSubTB``; ``loss(policy, traj) -> (B,)``.
+* Order-preserving GFlowNets (``losses/op.py``, ``pareto.py``): ``OrderPreservingTB`` learns
+  from comparisons of an objective alone (pairwise for a total order, the batch's Pareto set for
+  several objectives) through the TB-implied reward log R^ = log Z + sum log P_F - sum log P_B;
+  ``non_dominated``, ``pareto_front``, exact ``hypervolume`` and ``igd``; ``BraninCurrin``.
+* Outcome-conditioned GFlowNets (``oc.py``, ``oc_finetune.py``): a policy conditioned on an
+  outcome y (``cond``) pre-trained without a reward on R(x | y) = 1[x = y] with hindsight
+  relabelling (``OutcomeConditionedBalance``), its success rate exactly or by sampling, and
+  fine-tuning to a new reward by the marginal policy (``MarginalDistillation``: weighted
+  rollouts of the pre-trained model; ``MarginalFlowRegression``: the paper's flow regression).
 * Exact evaluation (``exact.py``, ``metrics.py``): the terminal distribution of a policy by a
   dynamic program over the ``StateDAG``, exact flows, L1 to R / Z, log Z error, modes found,
   top-k reward, diversity.
