@@ -11,6 +11,9 @@
 #   torchdyn.numerics.odeint             torchcde, torchsde, trampoline, attrs   (installed here)
 # torchdyn.core.NeuralODE would also need pytorch-lightning: the benchmark calls the solver it
 # wraps, torchdyn.numerics.odeint, directly.
+# torchgfn 2.4.1 (benchmarks/gfn.py) pins numpy < 2, so it and tensordict go in with --no-deps
+# (they run on numpy 2); torch_geometric and linear-attention-transformer, which `import gfn`
+# needs, resolve their own dependencies, none of which is torch or numpy.
 #
 # Usage: bash scripts/bench_setup.sh            (uses `python`; PYTHON=/path/to/python to choose)
 set -euo pipefail
@@ -27,7 +30,13 @@ list_before="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? '
     torchcde==0.2.5 \
     torchsde==0.2.6 \
     trampoline==0.1.2 \
-    attrs==26.1.0
+    attrs==26.1.0 \
+    torchgfn==2.4.1 \
+    tensordict==0.15.3 \
+    pyvers==0.2.3 \
+    einops==0.8.2 \
+    dill==0.4.1
+"$PYTHON" -m pip install torch_geometric==2.8.1 linear-attention-transformer==0.19.1
 
 # The peers must import, and torch must be the build we started with.
 "$PYTHON" - <<'EOF'
@@ -37,6 +46,7 @@ import flow_matching.path
 import flow_matching.solver
 import torchcfm.conditional_flow_matching
 from torchdyn.numerics import odeint  # noqa: F401
+from gfn.gym import HyperGrid  # noqa: F401  (torchgfn)
 
 if importlib.util.find_spec("torchvision") is not None:
     print("warning: torchvision is installed; if `import torchcfm` breaks, pip uninstall it")

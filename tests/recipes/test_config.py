@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from flowforge.recipes import flow_matching, vectors
+from flowforge.recipes import flow_matching, gfn, vectors
 from flowforge.recipes.config import (
     ODE_SOLVERS,
     TOY_DATASETS,
@@ -168,10 +168,11 @@ def test_every_choice_has_a_builder():
     assert set(typing.get_args(hints["coupling"])) == set(flow_matching.COUPLINGS)
     assert set(TOY_DATASETS) == set(vectors.DATASETS)
     flow_solvers = ("sequential", "jacobi", "inverse", "snis", "smc")
-    assert set(all_solvers()) == {*ODE_SOLVERS, "fewstep", *flow_solvers}
+    assert set(all_solvers()) == {*ODE_SOLVERS, "fewstep", *flow_solvers, "policy"}
     few_step = ("reflow", "meanflow", "freeflow", "twinflow", "flowturbo", "blockwise")
     flows = ("tarflow", "starflow", "zuko")
-    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step, *flows, "boltzmann"}
+    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step, *flows, "boltzmann", "gfn"}
+    assert set(typing.get_args(typing.get_type_hints(gfn.GFNConfig)["loss"])) == set(gfn.LOSSES)
     for name, recipe in RECIPES.items():  # each row's recipe answers to its own name
         assert recipe.name == name and recipe.Config().name == name
 

@@ -211,17 +211,17 @@ class OutcomeConditionedBalance:
                 f"log_failure={log_failure!r} must be a finite negative log-reward (e.g. -10)."
             )
         self.env = env
-        self.objective = objective
+        self.form = objective  # which residual (not a recipe name)
         self.lam = lam
         self.log_failure = log_failure
 
     def __call__(self, policy: Policy, traj: Trajectories) -> Tensor:
         """Args: policy (conditional); traj: B trajectories with cond. Returns: (B,) losses."""
         terms, log_r = outcome_balance_terms(self.env, policy, traj, self.log_failure)
-        if self.objective == "subtb":
+        if self.form == "subtb":
             return lambda_weighted(terms, self.lam)
         r = terms.log_flow[:-1] + terms.delta - terms.log_flow[1:]  # (T, B) DB residuals
-        if self.objective == "db_teleport":
+        if self.form == "db_teleport":
             r = r - traj.moves * log_r.to(r)[None]  # the outcome reaches every move
         return r.square().masked_fill(~terms.valid, 0.0).sum(0)
 

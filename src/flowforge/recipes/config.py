@@ -33,6 +33,7 @@ __all__ = [
     "TOY_DATASETS",
     "ENERGY_TARGETS",
     "EnergyName",
+    "GFN_ENVS",
     "IMAGE_DATASETS",
     "VIDEO_DATASETS",
     "VIDEO_METRICS",
@@ -55,6 +56,8 @@ VideoName = Literal["moving_shapes"]
 VIDEO_DATASETS: tuple[str, ...] = typing.get_args(VideoName)
 EnergyName = Literal["gmm40", "manywell32", "dw4", "lj13", "aldp"]
 ENERGY_TARGETS: tuple[str, ...] = typing.get_args(EnergyName)
+EnvName = Literal["hypergrid", "sets", "bits"]
+GFN_ENVS: tuple[str, ...] = typing.get_args(EnvName)
 DataName = Literal[
     "eight_gaussians",
     "moons",
@@ -71,6 +74,9 @@ DataName = Literal[
     "dw4",
     "lj13",
     "aldp",
+    "hypergrid",
+    "sets",
+    "bits",
 ]
 MetricName = Literal[
     "w2",
@@ -122,7 +128,8 @@ class DataConfig:
         default="eight_gaussians",
         metadata=meta(
             "2-D toy, image dataset (digits, shapes), videos (moving_shapes) or a Boltzmann "
-            "target (gmm40, manywell32, dw4, lj13, aldp); ignored when path is set"
+            "target (gmm40, manywell32, dw4, lj13, aldp) or a GFlowNet environment (hypergrid, "
+            "sets, bits; its settings are in the method section); ignored when path is set"
         ),
     )
     path: str | None = field(
@@ -326,14 +333,16 @@ class RunConfig:
 
 
 def data_kind(config: RunConfig) -> str:
-    """``"vectors"``, ``"images"``, ``"videos"`` or ``"energies"`` (a Boltzmann target): what a
-    run trains on."""
+    """``"vectors"``, ``"images"``, ``"videos"``, ``"energies"`` (a Boltzmann target) or
+    ``"environments"`` (a GFlowNet environment): what a run trains on."""
     if is_image_run(config):
         return "images"
     if config.data.path is None and config.data.name in VIDEO_DATASETS:
         return "videos"
     if config.data.path is None and config.data.name in ENERGY_TARGETS:
         return "energies"
+    if config.data.path is None and config.data.name in GFN_ENVS:
+        return "environments"
     return "vectors"
 
 

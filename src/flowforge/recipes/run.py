@@ -41,6 +41,7 @@ from flowforge.recipes.config_io import (
     to_dict,
 )
 from flowforge.recipes.energies import build_target, load_target
+from flowforge.recipes.gfn_envs import build_env, load_env
 from flowforge.recipes.images import build_images, load_images
 from flowforge.recipes.table import recipe_for
 from flowforge.recipes.validation import validate
@@ -92,6 +93,8 @@ def build_data(config: RunConfig, run_dir: Path | None = None) -> RunData:
         return build_videos(config)
     if kind == "energies":
         return build_target(config.data)
+    if kind == "environments":
+        return build_env(config)
     return build_vectors(config.data)
 
 
@@ -104,6 +107,8 @@ def load_data(config: RunConfig, run_dir: Path) -> RunData:
         return load_videos(run_dir, config)
     if kind == "energies":
         return load_target(run_dir, config)
+    if kind == "environments":
+        return load_env(run_dir, config)
     return load_vectors(run_dir, config)
 
 
@@ -305,7 +310,7 @@ class Run:
                 "at these settings (try another solver or nfe, or which='model').",
                 stacklevel=2,
             )
-        if data_kind(self.config) in ("vectors", "energies"):
+        if data_kind(self.config) in ("vectors", "energies", "environments"):
             return x
         x = (x.clamp(-1, 1) + 1) / 2
         return (x * 255).round().to(torch.uint8) if uint8 else x

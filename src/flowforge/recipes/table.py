@@ -23,6 +23,7 @@ from flowforge.recipes.config import ConfigError, MethodConfig, RunConfig
 from flowforge.recipes.flow_matching import FlowMatchingRecipe
 from flowforge.recipes.flowturbo import FlowTurboRecipe
 from flowforge.recipes.freeflow import FreeFlowRecipe
+from flowforge.recipes.gfn import GFNRecipe
 from flowforge.recipes.meanflow import MeanFlowRecipe
 from flowforge.recipes.reflow import ReflowRecipe
 from flowforge.recipes.starflow import STARFlowRecipe
@@ -47,6 +48,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "starflow": STARFlowRecipe,
     "zuko": ZukoRecipe,
     "boltzmann": BoltzmannRecipe,
+    "gfn": GFNRecipe,
 }
 
 

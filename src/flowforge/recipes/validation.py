@@ -25,6 +25,7 @@ from flowforge.recipes.config import (
     is_image_run,
 )
 from flowforge.recipes.energies import check_target_settings
+from flowforge.recipes.gfn_envs import check_env_settings
 
 __all__ = ["validate"]
 
@@ -33,6 +34,7 @@ _DATA_USES = {
     "images": "an image dataset (data.name=digits or shapes, or data.path=FOLDER)",
     "videos": "videos (data.name=moving_shapes)",
     "energies": "a Boltzmann target (data.name=gmm40, manywell32, dw4, lj13 or aldp)",
+    "environments": "a GFlowNet environment (data.name=hypergrid, sets or bits)",
 }
 
 
@@ -132,6 +134,9 @@ def _validate_data(c: RunConfig, recipe) -> None:
         return
     if kind == "energies":
         check_target_settings(c)
+        return
+    if kind == "environments":
+        check_env_settings(c)
         return
     if not image:
         bad = [n for n in c.eval.metrics if n in IMAGE_METRICS]

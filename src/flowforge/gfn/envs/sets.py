@@ -18,6 +18,8 @@ References:
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -124,9 +126,10 @@ class SetGeneration(Env):
         return states.to(torch.get_default_dtype())
 
     def all_terminal_states(self) -> Tensor:
-        idx = torch.combinations(torch.arange(self.n_items), r=self.set_size)  # (C, k)
-        if self.set_size == 1:
-            idx = idx.reshape(-1, 1)
+        # itertools, not torch.combinations: that one builds all n^k index tuples first
+        # (34 GB for 8 of 16 items)
+        combos = itertools.combinations(range(self.n_items), self.set_size)
+        idx = torch.tensor(list(combos), dtype=torch.long).reshape(-1, self.set_size)  # (C, k)
         x = torch.zeros(idx.shape[0], self.n_items, dtype=torch.long)
         return x.scatter(1, idx, 1)
 

@@ -1,0 +1,440 @@
+"""GFlowNet environments as a run's data (``data.name: hypergrid | sets | bits``).
+
+The environment's settings live in the ``method:`` section of the ``gfn`` recipe (hypergrid
+``ndim``, ``height``, ``R0``, ``R1``, ``R2``; sets ``n_items``, ``set_size``, ``energy_seed``,
+``energy_scale``; bits ``length``, ``n_modes``, ``mode_seed``, ``beta``); the drawn energies and
+modes are written to ``data.json``, so a loaded run rebuilds the same environment. The training
+"data" are placeholders whose count is the number of trajectories the objective rolls out.
+
+An evaluation reports one row (``solver: policy``; ``nfe``: policy calls per object) from
+``eval.n_samples`` objects sampled from the policy: modes found (distinct objects with
+R(x) >= ``method.mode_ratio`` x max R), the mean reward of the ``method.top_k`` best distinct
+objects and their diversity (mean pairwise Hamming distance), and the learned log Z (TB's
+``log_z``, else the flow at s_0) with its error. Where the state DAG has at most
+``MAX_EXACT_STATES`` states it adds the exact L1 between the policy's terminal distribution (a
+dynamic program over the DAG) and R / Z, the empirical L1 of the samples, and for sets and
+bits the L1 of the per-element marginals P(x_i = 1). Floors are those of a perfect sampler:
+0 for the exact figures, and for the sample figures the same statistics of ``eval.n_samples``
+exact draws from R / Z (averaged over ``eval.floor_repeats``).
+
+References:
+    Trajectory Balance: Improved Credit Assignment in GFlowNets (Malkin et al., 2022),
+    arXiv:2201.13259 (L1 on the hypergrid).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flowforge.gfn import (
+    BitSequence,
+    Env,
+    HyperGrid,
+    SetGeneration,
+    StateDAG,
+    diversity,
+    empirical_l1,
+    l1_distance,
+    mean_state,
+    modes_found,
+    sample_trajectories,
+    terminal_distribution,
+    top_k_reward,
+)
+from flowforge.recipes import plots
+from flowforge.recipes.base import RunData, Sampler, Samples
+from flowforge.recipes.config import ConfigError, ModelConfig, RunConfig
+from flowforge.train.logging import METRICS_FILE
+from flowforge.utils.io import atomic_path
+
+if TYPE_CHECKING:
+    from flowforge.recipes.base import Recipe
+
+__all__ = [
+    "EnvData",
+    "MAX_EXACT_STATES",
+    "build_env",
+    "check_env_settings",
+    "env_settings",
+    "load_env",
+    "make_env",
+]
+
+DATA_INFO = "data.json"
+MAX_EXACT_STATES = 2**18  # states of the DAG the exact programs visit (one policy call each)
+
+
+def env_settings(name: str, method: Any) -> dict:
+    """The constructor settings of environment ``name`` from the ``gfn`` method section
+    (sets: energies e_i ~ U(0, energy_scale) drawn with ``energy_seed``; bits: ``n_modes``
+    random strings drawn with ``mode_seed``)."""
+    m = method
+    if name == "hypergrid":
+        return {"ndim": m.ndim, "height": m.height, "R0": m.R0, "R1": m.R1, "R2": m.R2}
+    if name == "sets":
+        g = torch.Generator().manual_seed(m.energy_seed)
+        energies = m.energy_scale * torch.rand(m.n_items, generator=g, dtype=torch.float64)
+        return {"n_items": m.n_items, "set_size": m.set_size, "energies": energies.tolist()}
+    g = torch.Generator().manual_seed(m.mode_seed)
+    modes = torch.randint(0, 2, (m.n_modes, m.length), generator=g)
+    return {"modes": modes.tolist(), "beta": m.beta}
+
+
+def make_env(name: str, settings: dict) -> Env:
+    """The environment ``name`` built from ``settings`` (``env_settings`` or a data.json)."""
+    s = settings
+    if name == "hypergrid":
+        return HyperGrid(s["ndim"], s["height"], s["R0"], s["R1"], s["R2"])
+    if name == "sets":
+        energies = torch.tensor(s["energies"], dtype=torch.float64)
+        return SetGeneration(s["n_items"], s["set_size"], energies)
+    return BitSequence(torch.tensor(s["modes"], dtype=torch.long), s["beta"])
+
+
+def dag_size(env: Env) -> int:
+    """The number of states of the environment's DAG (what the exact programs visit)."""
+    if isinstance(env, HyperGrid):
+        return env.height**env.ndim
+    if isinstance(env, SetGeneration):
+        return sum(math.comb(env.n_items, k) for k in range(env.set_size + 1))
+    assert isinstance(env, BitSequence), f"no DAG size for {type(env).__name__}"
+    return 2 ** (env.length + 1) - 1
+
+
+def max_log_reward(env: Env) -> float:
+    """log max_x R(x), in closed form (the threshold of the modes)."""
+    if isinstance(env, HyperGrid):  # the reward is the same test on every coordinate
+        diagonal = torch.arange(env.height)[:, None].expand(-1, env.ndim)
+        return env.log_reward(diagonal).max().item()
+    if isinstance(env, SetGeneration):  # the k items of lowest energy
+        return -env.energies.sort().values[: env.set_size].sum().item()
+    assert isinstance(env, BitSequence), f"no maximum reward for {type(env).__name__}"
+    return env.log_reward(env.modes).max().item()  # the modes themselves
+
+
+class EnvData(RunData):
+    """A GFlowNet environment as a run's data.
+
+    Attributes:
+        name: ``data.name``.
+        env: the environment.
+        settings: what ``make_env`` builds it from (saved as data.json).
+        exact: whether the DAG is small enough for the exact programs.
+        train: placeholders ``(n, generator) -> (zeros (n, 1), None)``: the objective rolls out
+            n trajectories itself.
+    """
+
+    num_classes = 0
+    columns = None
+
+    def __init__(self, name: str, env: Env, settings: dict) -> None:
+        self.name, self.env, self.settings = name, env, settings
+        self.exact = dag_size(env) <= MAX_EXACT_STATES
+        self._dag: StateDAG | None = None
+        self.train = lambda n, generator: (torch.zeros(n, 1), None)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One state's shape."""
+        return tuple(self.env.state_shape)
+
+    @property
+    def dag(self) -> StateDAG:
+        """The environment's ``StateDAG`` (built on first use; only when ``exact``)."""
+        assert self.exact, f"{self.name}: the DAG has more than {MAX_EXACT_STATES} states"
+        if self._dag is None:
+            self._dag = StateDAG(self.env)
+        return self._dag
+
+    def labels(self, n: int, generator: torch.Generator | None) -> Tensor | None:
+        """None: environments are unconditional."""
+        return None
+
+    def to_data(self, x: Tensor) -> Tensor:
+        """The identity: states are the objects."""
+        return x
+
+    def network(self, model: ModelConfig, n_times: int = 1, channels: int | None = None):
+        """Not used: the recipe builds its policy from the method section."""
+        raise TypeError("a GFlowNet's network is the recipe's policy (method.hidden, depth).")
+
+    def fresh(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """(n, *S) exact draws from R / Z (enumerable environments)."""
+        if not self.exact:
+            raise ValueError(
+                f"{self.name} with {dag_size(self.env)} states is not enumerated, so it has no "
+                "exact reference samples; write the samples as .npy instead."
+            )
+        idx = torch.multinomial(self.dag.target(), n, replacement=True, generator=generator)
+        return self.dag.terminal_states[idx]
+
+    @torch.no_grad()
+    def generate(
+        self, sampler: Sampler, n, nfe, solver, generator, labels=None, device="cpu"
+    ) -> Samples:
+        """``n`` objects of ``sampler(n, generator) -> (x, nfe)`` (the recipe's rollouts)."""
+        x, used = sampler(n, generator)
+        return Samples(x.cpu(), used)
+
+    def save(self, run_dir: Path) -> None:
+        """data.json: the environment's name and settings."""
+        info = {"kind": "environment", "name": self.name, "settings": self.settings}
+        with atomic_path(Path(run_dir, DATA_INFO)) as tmp:
+            tmp.write_text(json.dumps(info, indent=1))
+
+    def describe(self) -> str:
+        """The environment in a few words."""
+        e = self.env
+        if isinstance(e, HyperGrid):
+            what = f"hypergrid {e.ndim} x {e.height} (R0 {e.R0:g})"
+        elif isinstance(e, SetGeneration):
+            what = f"sets of {e.set_size} of {e.n_items} items"
+        else:
+            what = f"bit strings of {e.length} bits, {len(e.modes)} modes"
+        if not self.exact:
+            return f"{what}, {dag_size(e)} states (not enumerated)"
+        n = len(self.dag.terminal_states)
+        return f"{what}, {n} objects, log Z = {self.env.log_partition():.4g}"
+
+    def evaluate(self, recipe: Recipe, model: nn.Module, run_dir, step, progress) -> dict:
+        """The policy row beside its floors (see the module)."""
+        return evaluate(recipe, model, self, step)
+
+    def pictures(self, recipe: Recipe, model: nn.Module, run_dir: Path, step) -> dict:
+        """distribution.png (hypergrids), marginals.png (sets, bits), l1_curve.png."""
+        return pictures(recipe, model, self, run_dir, step)
+
+    def progress_hook(self, recipe: Recipe, run_dir: Path | None):
+        """Every ``train.eval_every`` steps: trajectories seen, trajectories/s since the last
+        check, the exact L1 (enumerable environments) and the learned log Z."""
+        batch = recipe.config.train.batch_size
+        last = {"time": time.perf_counter(), "step": None}
+
+        def hook(step: int, net: nn.Module) -> dict:
+            now = time.perf_counter()
+            record: dict = {"trajectories": step * batch}
+            if last["step"] is not None:  # the first interval includes the set-up
+                record["trajectories_per_s"] = batch * (step - last["step"]) / (now - last["time"])
+            record.update(_exact_metrics(recipe, net, self))
+            last["time"], last["step"] = time.perf_counter(), step  # the check is not counted
+            return record
+
+        return hook
+
+
+def _cpu(model: nn.Module) -> nn.Module:
+    """The policy on the CPU (the exact programs run there)."""
+    device = next(model.parameters()).device
+    return model if device.type == "cpu" else copy.deepcopy(model).cpu()
+
+
+def device_generator(generator: torch.Generator | None, device: torch.device):
+    """A generator on ``device`` seeded from ``generator`` (the sampler draws there)."""
+    if device.type == "cpu" or generator is None:
+        return generator
+    seed = int(torch.randint(2**62, (), generator=generator))
+    return torch.Generator(device).manual_seed(seed)
+
+
+@torch.no_grad()
+def _exact_metrics(recipe: Recipe, model: nn.Module, data: EnvData) -> dict:
+    """log Z (learned and its error) and, where enumerable, the exact L1 and marginal L1."""
+    policy = _cpu(model)
+    out = {"log_z": recipe.log_z(policy, data.env)}
+    true_log_z = None
+    if data.exact or isinstance(data.env, SetGeneration):
+        true_log_z = data.env.log_partition()
+        out["log_z_error"] = abs(out["log_z"] - true_log_z)
+    if data.exact:
+        p = terminal_distribution(data.dag, policy)
+        out["exact_l1"] = l1_distance(p, data.dag.target())
+        if not isinstance(data.env, HyperGrid):
+            x = data.dag.terminal_states
+            out["marginal_l1"] = l1_distance(mean_state(x, p), mean_state(x, data.dag.target()))
+    return out
+
+
+def _sample_metrics(data: EnvData, x: Tensor, log_r: Tensor, top_k: int, ratio: float) -> dict:
+    """Modes found, top-k reward and its diversity, and (enumerable) the empirical L1."""
+    threshold = max_log_reward(data.env) + math.log(ratio)
+    keys, inverse = torch.unique(x.flatten(1), dim=0, return_inverse=True)
+    best = torch.full((len(keys),), -torch.inf, dtype=torch.float64)
+    best = best.scatter_reduce(0, inverse, log_r.double(), "amax")
+    top = keys[best.topk(min(top_k, len(keys))).indices]
+    out = {
+        "modes_found": modes_found(x, log_r, threshold),
+        "top_k_reward": top_k_reward(x, log_r, top_k),
+        "diversity": diversity(top),
+    }
+    if data.exact:
+        out["empirical_l1"] = empirical_l1(data.env, x)
+    return out
+
+
+@torch.no_grad()
+def evaluate(recipe: Recipe, model: nn.Module, data: EnvData, step) -> dict:
+    """One row for the policy from ``eval.n_samples`` objects, beside a perfect sampler's."""
+    e, m = recipe.config.eval, recipe.method
+    device = next(model.parameters()).device
+    g = device_generator(torch.Generator().manual_seed(e.seed), device)
+    traj = sample_trajectories(data.env, model, e.n_samples, generator=g)
+    x, log_r = traj.last_states.cpu(), traj.log_rewards.cpu()
+    row = {"solver": "policy", "nfe": traj.T}
+    row.update(_sample_metrics(data, x, log_r, m.top_k, m.mode_ratio))
+    row.update(_exact_metrics(recipe, model, data))
+    if not data.exact and isinstance(data.env, SetGeneration):  # exact marginals, no DAG
+        row["marginal_l1"] = l1_distance(mean_state(x), data.env.inclusion_marginals())
+    floors: dict = {k: 0.0 for k in ("exact_l1", "log_z_error") if k in row}
+    if data.exact and "marginal_l1" in row:
+        floors["marginal_l1"] = 0.0
+    info: dict = {}
+    if data.exact:
+        ref_g = torch.Generator().manual_seed(e.seed + 1)
+        repeats = []
+        for _ in range(e.floor_repeats):
+            ref = data.fresh(e.n_samples, ref_g)
+            ref_log_r = data.env.log_reward(ref)
+            repeats.append(_sample_metrics(data, ref, ref_log_r, m.top_k, m.mode_ratio))
+        floors.update({k: float(np.mean([r[k] for r in repeats])) for k in repeats[0]})
+        target_log_r = data.dag.log_rewards()
+        threshold = max_log_reward(data.env) + math.log(m.mode_ratio)
+        info["modes"] = int((target_log_r >= threshold).sum())
+        info["objects"] = len(target_log_r)
+    if "log_z_error" in row:
+        info["true_log_z"] = data.env.log_partition()
+    return {"step": step, "n_samples": e.n_samples, "guidance": None, "floors": floors,
+            "results": [row], **info}  # fmt: skip
+
+
+def _eval_curve(run_dir: Path | None) -> tuple[list[int], list[float]]:
+    """(trajectories, exact L1) of the progress checks in metrics.jsonl."""
+    if run_dir is None or not (Path(run_dir) / METRICS_FILE).is_file():
+        return [], []
+    xs, ys = [], []
+    for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines():
+        try:
+            record = json.loads(line).get("eval", {})
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if "exact_l1" in record and "trajectories" in record:
+            xs.append(int(record["trajectories"]))
+            ys.append(float(record["exact_l1"]))
+    return xs, ys
+
+
+def _heatmaps(p: Tensor, target: Tensor, states: Tensor, height: int, title: str):
+    """The learned and target distributions over the first two coordinates, one colour scale
+    (the marginal over the others when ndim > 2)."""
+    grids = []
+    for dist in (p, target):
+        grid = torch.zeros(height, height, dtype=torch.float64)
+        grid.index_put_((states[:, 0], states[:, 1]), dist.double(), accumulate=True)
+        grids.append(grid.numpy())
+    fig, axes = plots.figure(8.4, 3.8, 1, 2)
+    top = max(g.max() for g in grids)
+    names = ("learned (exact, by dynamic programming)", "target R / Z")
+    for ax, grid, name in zip(axes[0], grids, names, strict=True):
+        mesh = ax.imshow(grid.T, origin="lower", vmin=0, vmax=top, cmap="viridis")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel("x0")
+        ax.set_ylabel("x1")
+    fig.colorbar(mesh, ax=list(axes[0]), shrink=0.8, label="probability")
+    fig.suptitle(title, fontsize=9)
+    return fig
+
+
+def _bars(learned: np.ndarray, exact: np.ndarray, what: str, title: str):
+    """Per-element P(x_i = 1), learned beside exact."""
+    fig, axes = plots.figure(max(5.0, 0.35 * len(learned) + 2), 3.6)
+    ax = axes[0, 0]
+    i = np.arange(len(learned))
+    ax.bar(i - 0.2, exact, 0.4, label="exact", color="tab:gray")
+    ax.bar(i + 0.2, learned, 0.4, label="learned", color="tab:blue")
+    ax.set_xlabel(what)
+    ax.set_ylabel("P(x_i = 1)")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+@torch.no_grad()
+def pictures(recipe: Recipe, model: nn.Module, data: EnvData, run_dir: Path | None, step) -> dict:
+    """distribution.png: learned vs target over the first two hypergrid coordinates;
+    marginals.png: per-element marginals learned vs exact (sets: items, bits: positions; from
+    ``sample.n`` samples where the DAG is not enumerated); l1_curve.png: the exact L1 of the
+    progress checks against trajectories seen."""
+    env, title = data.env, f"{recipe.config.name}, step {step}"
+    policy = _cpu(model)
+    figures = {}
+    p = terminal_distribution(data.dag, policy) if data.exact else None
+    if isinstance(env, HyperGrid) and p is not None and env.ndim >= 2:
+        figures["distribution.png"] = _heatmaps(
+            p, data.dag.target(), data.dag.terminal_states, env.height,
+            title + (f" (marginal over x0, x1 of {env.ndim} coordinates)" * (env.ndim > 2)),
+        )  # fmt: skip
+    elif not isinstance(env, HyperGrid):
+        if p is not None:
+            x = data.dag.terminal_states
+            learned, exact = mean_state(x, p), mean_state(x, data.dag.target())
+        else:
+            s = recipe.config.sample
+            g = torch.Generator().manual_seed(s.seed)
+            learned = mean_state(sample_trajectories(env, policy, s.n, generator=g).last_states)
+            exact = env.inclusion_marginals() if isinstance(env, SetGeneration) else None
+        what = "item" if isinstance(env, SetGeneration) else "bit position"
+        exact_np = np.full(len(learned), np.nan) if exact is None else exact.numpy()
+        figures["marginals.png"] = _bars(learned.numpy(), exact_np, what, title)
+    xs, ys = _eval_curve(run_dir)
+    if xs:
+        fig, axes = plots.figure(6, 3.8)
+        ax = axes[0, 0]
+        ax.plot(xs, ys, marker="o", ms=3)
+        ax.set_xlabel("trajectories seen")
+        ax.set_ylabel("exact L1 to R / Z (lower is better)")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3, which="both")
+        ax.set_title(f"{recipe.config.name}: exact L1 during training", fontsize=9)
+        figures["l1_curve.png"] = fig
+    return figures
+
+
+def build_env(config: RunConfig) -> EnvData:
+    """The environment of ``data.name`` with the method section's settings."""
+    settings = env_settings(config.data.name, config.method)
+    return EnvData(config.data.name, make_env(config.data.name, settings), settings)
+
+
+def load_env(run_dir: str | Path, config: RunConfig) -> EnvData:
+    """A trained run's environment from its data.json."""
+    path = Path(run_dir, DATA_INFO)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {run_dir} is not a complete flowforge run.")
+    try:
+        info = json.loads(path.read_text())
+        name = info["name"]
+        if name != config.data.name:
+            raise ValueError(f"it names {name!r}, the config {config.data.name!r}")
+        return EnvData(name, make_env(name, info["settings"]), info["settings"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path} is corrupt ({e}); retrain the run.") from None
+
+
+def check_env_settings(config: RunConfig) -> None:
+    """ConfigError for data settings an environment does not read."""
+    d = config.data
+    if d.path is not None or d.conditional or d.autoencoder is not None or d.channels != "none":
+        raise ConfigError(
+            f"data.name={d.name!r} is a GFlowNet environment; drop data.path, "
+            "data.conditional, data.autoencoder and data.channels (its settings are in the "
+            "method section, e.g. method.height)."
+        )
