@@ -1,21 +1,24 @@
 """Boltzmann sampling: flowforge's TARFlow proposal with SNIS / SMC against zuko's NSF with
 SNIS, both trained the same way, at equal target-energy evaluations.
 
-Each target (GMM-40: log Z = 0; ManyWell-32: log Z by quadrature; DW-4: MALA reference) gets
-two proposals trained by maximum likelihood on the same exact (or reference) batches for
-``--steps`` AdamW steps (lr 1e-3, cosine decay, clipping at 1) in coordinates standardised by
-the training samples, then, for each budget B of energy evaluations (``--budgets``):
+Each target (GMM-40: log Z = 0; ManyWell-32: log Z by quadrature; DW-4 and LJ-13: MALA
+references) gets two proposals trained by maximum likelihood on the same exact (or reference)
+batches for ``--steps`` AdamW steps (lr 1e-3, cosine decay, clipping at 1) in coordinates
+standardised by the training samples, then, for each budget B of energy evaluations
+(``--budgets``):
 
     snis   B proposals, SNIS (top 0.2 % of log w dropped): ESS / n, |log Z - log Z_true|,
            energy W2 and sliced W2 of B resampled points against 20 000 reference samples
     smc    (TARFlow only) B / 2 evaluations: B / (2 (S + 1)) particles, S annealing steps
            with MALA: ESS / n before the final resampling, log Z error, W2s of the particles
 
-Targets of the issue: higher ESS / n and lower log Z error than zuko's NSF on every target;
+Targets: higher ESS / n and lower log Z error than zuko's NSF on every target;
 SMC at half the evaluations matching SNIS's ESS / n.
 
     python benchmarks/boltzmann.py --targets gmm40                       # ~10 min on 2 cores
     python benchmarks/boltzmann.py --targets manywell32 dw4 --steps 1500 --budgets 100000
+    python benchmarks/boltzmann.py --targets lj13 --steps 1500 --budgets 100000 \
+        --out benchmarks/results/boltzmann_lj13.md
     python benchmarks/boltzmann.py --quick                               # smoke run
 
 On CPU a budget of 1e6 with the 32-D ManyWell costs about an hour for the TARFlow alone
@@ -102,7 +105,7 @@ def main() -> int:
         e_ref = energy.energy(ref.double())
         D = energy.dim
         torch.manual_seed(0)
-        patch = 1 if D <= 8 else 2
+        patch = 1 if D <= 8 else next(k for k in (2, 3, 1) if D % k == 0)  # LJ-13: one atom
         flows = {
             "TARFlow": StandardizedFlow(TransformerFlow(TransformerFlowConfig(
                 shape=(D,), patch_size=patch, width=64, head_dim=32,

@@ -1,6 +1,6 @@
 """flowforge vs torchgfn on the 4 x 8 hypergrid (ndim 4, height 8, R0 1e-3): exact L1 and speed.
 
-Issue 13's benchmark: the same environment, network, batch, learning rates and seeds in both
+The benchmark: the same environment, network, batch, learning rates and seeds in both
 libraries, repeats interleaved; TB, DB and SubTB; the exact L1 of each policy's terminal
 distribution to R / Z against the trajectories seen (every ``--eval-every`` trajectories, up to
 ``--trajectories``), and trajectories/s of the training loop (sampling, loss, backward, Adam
@@ -30,6 +30,17 @@ Run (13 minutes on 2 CPU cores shared with other jobs, for the committed results
 
     python benchmarks/gfn.py                       # writes benchmarks/results/gfn.md and .png
     python benchmarks/gfn.py --repeats 1 --trajectories 2000 --out runs/gfn_quick  # smoke run
+
+``--op`` runs the OP-GFN comparison instead (flowforge only, no torchgfn): on Branin-Currin
+over a 2-D hypergrid (``--op-height``), OP-GFN (Pareto order of the two objectives, no clamp)
+against TB trained on the scalarised reward R(x) = (u_1 + u_2) / 2 (the mean of the two
+normalised objectives, ``BraninCurrin``), from the same initial MLP (learned P_B), the same
+batches, epsilon, learning rate and seeds, interleaved; after ``--op-trajectories`` it reports
+the exact mass of P_T on the Pareto front (dynamic program), and the hypervolume (reference 0)
+and IGD against the exact front of sets of ``--op-set`` samples (distinct objects, averaged
+over ``--op-samples`` draws), median over repeats; it writes benchmarks/results/gfn_op.md:
+
+    python benchmarks/gfn.py --op --repeats 5      # 1.5 minutes
 """
 
 from __future__ import annotations
@@ -49,9 +60,11 @@ import torch
 from torch import Tensor, nn
 
 from flowforge.gfn import (
+    BraninCurrin,
     DetailedBalance,
     HyperGrid,
     MLPPolicy,
+    OrderPreservingTB,
     Policy,
     PolicyConfig,
     PolicyOutput,
@@ -59,7 +72,10 @@ from flowforge.gfn import (
     SubTrajectoryBalance,
     TrajectoryBalance,
     empirical_distribution,
+    hypervolume,
+    igd,
     l1_distance,
+    non_dominated,
     sample_trajectories,
     terminal_distribution,
 )
@@ -248,8 +264,9 @@ def seen_floor(dag: StateDAG, env: HyperGrid, n: int, seed: int = 0) -> float:
     return l1_distance(empirical_distribution(env, x), dag.target())
 
 
-def _stats(values: list[float]) -> str:
-    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+def _stats(values: list[float], digits: int = 3) -> str:
+    lo, mid, hi = min(values), statistics.median(values), max(values)
+    return f"{mid:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def write_results(runs: list[Run], args, floor: float, check, out: Path, seconds: float) -> None:
@@ -292,7 +309,7 @@ def write_results(runs: list[Run], args, floor: float, check, out: Path, seconds
     best = min((statistics.median([r.exact_l1[-1] for r in runs if r.loss == loss
                                    and r.library == "flowforge"]), loss)
                for loss in {r.loss for r in runs if r.library == "flowforge"})  # fmt: skip
-    lines += ["", f"Issue 13's targets: flowforge's best loss ({best[1]}) reaches exact L1 "
+    lines += ["", f"Targets: flowforge's best loss ({best[1]}) reaches exact L1 "
               f"{best[0]:.3f} after {args.trajectories} trajectories (target <= 0.15: "
               f"{'met' if best[0] <= 0.15 else 'missed'})."]  # fmt: skip
     if ref and ("flowforge", "db") in speed:
@@ -336,6 +353,153 @@ def write_results(runs: list[Run], args, floor: float, check, out: Path, seconds
     print("\n".join(lines))
 
 
+@dataclass
+class OPRun:
+    """One run of the OP-GFN comparison: the front mass curve and the final set metrics."""
+
+    loss: str
+    seed: int
+    trajectories: list[int] = field(default_factory=list)
+    pareto_mass: list[float] = field(default_factory=list)
+    hypervolume: float = float("nan")
+    igd: float = float("nan")
+    exact_l1: float = float("nan")  # to the scalarised R / Z
+    seconds: float = 0.0
+
+
+def train_op_comparison(env, dag, u, loss_name: str, args, seed: int) -> OPRun:
+    """OP-GFN (Pareto order of u) or TB on the scalarised reward env.log_reward, same set-up."""
+    torch.manual_seed(seed)
+    config = PolicyConfig(env.encoding_dim, env.n_actions, hidden=args.op_hidden, depth=2,
+                          backward="learned")  # fmt: skip
+    policy = MLPPolicy(config)
+    net = [p for name, p in policy.named_parameters() if name != "log_z"]
+    groups = [{"params": net, "lr": args.op_lr}]
+    if loss_name == "tb":
+        loss = TrajectoryBalance(env)
+        groups.append({"params": [policy.log_z], "lr": args.log_z_lr})
+    else:  # log Z gets no gradient from the order loss
+        loss = OrderPreservingTB(env, u, order="pareto", max_loss=None)
+    opt = torch.optim.Adam(groups)
+    g = torch.Generator().manual_seed(seed)
+    front = non_dominated(u(dag.terminal_states))  # (N,) the exact Pareto set
+    run, steps = OPRun(loss_name, seed), args.op_trajectories // args.op_batch
+    for step in range(1, steps + 1):
+        t0 = time.perf_counter()
+        traj = sample_trajectories(env, policy, args.op_batch, epsilon=args.op_epsilon,
+                                   generator=g)  # fmt: skip
+        value = (loss(policy, traj) if loss_name == "tb" else loss(policy, traj, g)).mean()
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        run.seconds += time.perf_counter() - t0
+        if step % max(1, steps // 8) == 0 or step == steps:
+            run.trajectories.append(step * args.op_batch)
+            run.pareto_mass.append(terminal_distribution(dag, policy)[front].sum().item())
+    p = terminal_distribution(dag, policy)
+    run.exact_l1 = l1_distance(p, dag.target())
+    with torch.no_grad():
+        sample_g = torch.Generator().manual_seed(10_000 + seed)
+        x = sample_trajectories(env, policy, args.op_samples, generator=sample_g).last_states
+    run.hypervolume, run.igd = set_metrics(x, u, u(dag.terminal_states[front]), args.op_set)
+    return run
+
+
+def set_metrics(x: Tensor, u, front: Tensor, k: int) -> tuple[float, float]:
+    """Mean hypervolume (reference 0) and IGD of the distinct objects of sets of k samples."""
+    hv, distance = [], []
+    for group in x[: len(x) // k * k].split(k):
+        values = u(torch.unique(group, dim=0))
+        hv.append(hypervolume(values, [0.0, 0.0]))
+        distance.append(igd(values, front))
+    return float(np.mean(hv)), float(np.mean(distance))
+
+
+def run_op(args) -> None:
+    """The OP-GFN vs scalarised-TB comparison; writes gfn_op.md and gfn_op.png."""
+    u = BraninCurrin(args.op_height)
+    env = HyperGrid(ndim=2, height=args.op_height, reward_fn=lambda x: u(x).mean(1))
+    dag = StateDAG(env)
+    front_x = dag.terminal_states[non_dominated(u(dag.terminal_states))]
+    front = u(front_x)
+    start, runs = time.perf_counter(), []
+    for rep in range(args.repeats):
+        for loss_name in ("op", "tb") if rep % 2 == 0 else ("tb", "op"):
+            run = train_op_comparison(env, dag, u, loss_name, args, rep)
+            print(f"{loss_name} seed {rep}: front mass {run.pareto_mass[-1]:.3f}, HV "
+                  f"{run.hypervolume:.4f}, IGD {run.igd:.4f}", flush=True)  # fmt: skip
+            runs.append(run)
+    seconds = time.perf_counter() - start
+    n = env.height**2
+    uniform_hv, uniform_igd = set_metrics(
+        dag.terminal_states[torch.randint(n, (args.op_samples,),
+                                          generator=torch.Generator().manual_seed(0))],
+        u, front, args.op_set,
+    )  # fmt: skip
+    lines = [
+        f"# GFlowNets: OP-GFN vs TB on the scalarised reward, Branin-Currin on the "
+        f"{args.op_height} x {args.op_height} hypergrid",
+        "",
+        f"`python benchmarks/gfn.py {' '.join(args.argv)}`".replace(" `", "`"),
+        "",
+        f"{platform.machine()} CPU, torch {torch.__version__}, 1 thread, {seconds / 60:.1f} min. "
+        f"HyperGrid ndim 2, height {args.op_height} ({n} objects), objectives u = Branin-Currin "
+        f"(both in about [0, 1], maximised), exact Pareto front of {len(front)} objects "
+        f"(hypervolume {hypervolume(front, [0.0, 0.0]):.4f} with reference 0). OP-GFN: the set "
+        "(Pareto) order loss on the TB-implied reward, no clamp. TB: trajectory balance on "
+        "R(x) = (u_1 + u_2) / 2. Both: the same initial 2 x "
+        f"{args.op_hidden} ReLU MLP (learned P_B), batch {args.op_batch}, Adam lr "
+        f"{args.op_lr:g} (TB log Z: {args.log_z_lr:g}), epsilon {args.op_epsilon:g}, "
+        f"{args.op_trajectories} trajectories; {args.repeats} interleaved repeats (seeds 0.."
+        f"{args.repeats - 1}, the same seed for both losses). Figures: median [min, max].",
+        "",
+        f"| loss | mass on the front (exact) | hypervolume (sets of {args.op_set}) | IGD (sets of "
+        f"{args.op_set}) | exact L1 to (u_1 + u_2) / 2 / Z | trajectories/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for loss_name, label in (("op", "OP-GFN (Pareto)"), ("tb", "TB, scalarised")):
+        rs = [r for r in runs if r.loss == loss_name]
+        per_s = statistics.median([r.trajectories[-1] / r.seconds for r in rs])
+        lines.append(
+            f"| {label} | {_stats([r.pareto_mass[-1] for r in rs])} | "
+            f"{_stats([r.hypervolume for r in rs], 4)} | {_stats([r.igd for r in rs], 4)} | "
+            f"{_stats([r.exact_l1 for r in rs])} | {per_s:.0f} |"
+        )
+    lines += [
+        f"| uniform over the grid | {len(front) / n:.3f} | {uniform_hv:.4f} | "
+        f"{uniform_igd:.4f} | - | - |",
+        "",
+        "Mass on the front: sum of the policy's exact terminal distribution P_T (dynamic program "
+        "over the state DAG) over the Pareto set. Hypervolume and IGD: of the distinct objects' "
+        f"u in disjoint sets of {args.op_set} of {args.op_samples} samples of the trained policy "
+        "(no exploration), against the exact front, averaged over the sets (the front's own "
+        "hypervolume is the ceiling, IGD 0 the floor); the uniform row draws the sets uniformly "
+        "from the grid.",
+        "",
+        "![exact mass on the Pareto front against trajectories seen](gfn_op.png)",
+        "",
+    ]
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gfn_op.md").write_text("\n".join(lines))
+    fig, axes = plots.figure(6.0, 4.0)
+    ax = axes[0, 0]
+    for i, loss_name in enumerate(("op", "tb")):
+        rs = [r for r in runs if r.loss == loss_name]
+        curve = np.median([r.pareto_mass for r in rs], axis=0)
+        ax.plot(rs[0].trajectories, curve, marker="o", ms=3, color=f"C{i}",
+                label="OP-GFN (Pareto)" if loss_name == "op" else "TB, scalarised")  # fmt: skip
+    ax.axhline(len(front) / n, ls="--", color="gray", lw=1, label="uniform")
+    ax.set_xlabel("trajectories seen")
+    ax.set_ylabel("exact P_T on the Pareto front (median)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"Branin-Currin, {args.op_height} x {args.op_height} hypergrid", fontsize=9)
+    plots.save_figure(fig, out / "gfn_op.png")
+    print("\n".join(lines))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trajectories", type=int, default=8000)
@@ -352,11 +516,23 @@ def main() -> None:
     parser.add_argument("--check-samples", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--op", action="store_true", help="the OP-GFN comparison instead")
+    parser.add_argument("--op-height", type=int, default=16)
+    parser.add_argument("--op-trajectories", type=int, default=25600)
+    parser.add_argument("--op-batch", type=int, default=64)
+    parser.add_argument("--op-lr", type=float, default=1e-3)
+    parser.add_argument("--op-hidden", type=int, default=64)
+    parser.add_argument("--op-epsilon", type=float, default=0.1)
+    parser.add_argument("--op-samples", type=int, default=6400, help="draws for HV and IGD")
+    parser.add_argument("--op-set", type=int, default=64, help="samples per set of HV and IGD")
     args = parser.parse_args()
     args.argv = sys.argv[1:]
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     logging.disable(logging.WARNING)
+    if args.op:
+        run_op(args)
+        return
     from gfn.gym import HyperGrid as TorchgfnHyperGrid
 
     env_ff = HyperGrid(ndim=4, height=8, R0=1e-3)

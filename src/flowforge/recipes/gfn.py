@@ -12,6 +12,10 @@ losses, then applies ``method.loss``:
     subtb    sub-trajectory balance (lambda = ``subtb_lambda``)
     fldb     forward-looking DB on the environment's partial energies
     flsubtb  forward-looking SubTB
+    op       order-preserving TB: the TB-implied reward trained to order each batch like the
+             objective, never reading R (``method.objectives``: the reward's total order, or
+             the Pareto order of ``branin_currin``'s two objectives on a 2-D hypergrid, where
+             the other losses train on the scalarised reward)
 
 Samples (``sample.solver: policy``) are the terminal objects of rollouts of the trained policy
 without exploration; ``flowforge sample RUN`` writes them as an (n, *state_shape) integer array.
@@ -24,6 +28,7 @@ References:
     (Madan et al., 2023), arXiv:2209.12782.
     Better Training of GFlowNets with Local Credit and Incomplete Trajectories (Pan et al., 2023),
     arXiv:2302.01687.
+    Order-Preserving GFlowNets (Chen and Mauch, 2024), arXiv:2310.00386.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from flowforge.gfn import (
     ForwardLookingDB,
     ForwardLookingSubTB,
     MLPPolicy,
+    OrderPreservingTB,
     Policy,
     PolicyConfig,
     PolicyOutput,
@@ -57,12 +63,23 @@ from flowforge.recipes.gfn_envs import EnvData, device_generator
 
 __all__ = ["GFNConfig", "GFNObjective", "GFNRecipe", "ScaledLogZPolicy"]
 
-LOSSES = {
-    "tb": lambda env, m: TrajectoryBalance(env),
-    "db": lambda env, m: DetailedBalance(env),
-    "subtb": lambda env, m: SubTrajectoryBalance(env, m.subtb_lambda),
-    "fldb": lambda env, m: ForwardLookingDB(env),
-    "flsubtb": lambda env, m: ForwardLookingSubTB(env, m.subtb_lambda),
+
+def _op_loss(data: EnvData) -> OrderPreservingTB:
+    """OP-TB on the data's objectives (Pareto order, no clamp, as the multi-objective reference
+    code) or on the reward's total order (batch-mean clamp 100, as the single-objective one)."""
+    env = data.env
+    if data.objective is not None:
+        return OrderPreservingTB(env, data.objective, order="pareto", max_loss=None)
+    return OrderPreservingTB(env, lambda x: env.log_reward(x).double(), order="total")
+
+
+LOSSES = {  # (data, method) -> loss
+    "tb": lambda d, m: TrajectoryBalance(d.env),
+    "db": lambda d, m: DetailedBalance(d.env),
+    "subtb": lambda d, m: SubTrajectoryBalance(d.env, m.subtb_lambda),
+    "fldb": lambda d, m: ForwardLookingDB(d.env),
+    "flsubtb": lambda d, m: ForwardLookingSubTB(d.env, m.subtb_lambda),
+    "op": lambda d, m: _op_loss(d),
 }
 FORWARD_LOOKING = ("fldb", "flsubtb")
 
@@ -72,8 +89,16 @@ class GFNConfig(MethodConfig):
     """A GFlowNet: its loss, policy network, exploration, replay and environment settings."""
 
     name: str = field(default="gfn", metadata=meta("the recipe: a GFlowNet"))
-    loss: Literal["tb", "db", "subtb", "fldb", "flsubtb"] = field(
-        default="tb", metadata=meta("tb, db, subtb, or forward-looking fldb / flsubtb")
+    loss: Literal["tb", "db", "subtb", "fldb", "flsubtb", "op"] = field(
+        default="tb",
+        metadata=meta("tb, db, subtb, forward-looking fldb / flsubtb, or order-preserving op"),
+    )
+    objectives: Literal["reward", "branin_currin"] = field(
+        default="reward",
+        metadata=meta(
+            "what is maximised: the environment's reward, or branin_currin (2-D hypergrid, two "
+            "objectives: op orders by Pareto dominance, the other losses train on their mean)"
+        ),
     )
     subtb_lambda: float = field(
         default=0.9, metadata=meta("subtb/flsubtb: weight ratio of one step longer")
@@ -130,6 +155,9 @@ class GFNConfig(MethodConfig):
     mode_seed: int = field(default=0, metadata=meta("bits: seed of the target strings"))
     beta: float = field(default=3.0, metadata=meta("bits: R(x) = exp(-beta d_H(x, modes) / n)"))
     top_k: int = field(default=10, metadata=meta("eval: distinct objects of top_k_reward"))
+    pareto_k: int = field(
+        default=64, metadata=meta("eval (branin_currin): samples per set of hypervolume, IGD")
+    )
     mode_ratio: float = field(
         default=0.5, metadata=meta("eval: modes are objects with R(x) >= mode_ratio * max R")
     )
@@ -233,7 +261,11 @@ class GFNObjective:
             traj = traj if replayed is None else Trajectories.cat([traj, replayed])
         if m.prefix_fraction > 0:
             traj = _cut(traj, m.prefix_fraction, generator)
-        return self.loss(policy if model is policy else _Through(model, policy), traj)
+        net = policy if model is policy else _Through(model, policy)
+        if isinstance(self.loss, OrderPreservingTB):  # draws its pairs on the CPU
+            cpu = generator is not None and generator.device.type == "cpu"
+            return self.loss(net, traj, generator=generator if cpu else None)
+        return self.loss(net, traj)
 
     def state_dict(self) -> dict:
         """The call count and the replay buffer's trajectories."""
@@ -273,7 +305,8 @@ class GFNRecipe(Recipe):
     def validate(self) -> None:
         """Sizes positive, probabilities in range, the environment's settings valid."""
         m = self.method
-        for key in ("hidden", "depth", "top_k", "ndim", "n_items", "length", "n_modes"):
+        for key in ("hidden", "depth", "top_k", "pareto_k", "ndim", "n_items", "length",
+                    "n_modes"):  # fmt: skip
             if getattr(m, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(m, key)!r} must be >= 1.")
         for key in ("epsilon_decay_steps", "replay_size"):
@@ -304,6 +337,11 @@ class GFNRecipe(Recipe):
 
     def _validate_env(self) -> None:
         m, name = self.method, self.config.data.name
+        if m.objectives == "branin_currin" and (name != "hypergrid" or m.ndim != 2):
+            raise ConfigError(
+                f"method.objectives='branin_currin' scores 2-D hypergrid states, but data.name="
+                f"{name!r} and method.ndim={m.ndim}; use data.name=hypergrid and method.ndim=2."
+            )
         if name == "hypergrid":
             if m.height < 2:
                 raise ConfigError(
@@ -342,14 +380,17 @@ class GFNRecipe(Recipe):
     def training(self, model: nn.Module, data: RunData, context: TrainContext) -> Training:
         """The loss on fresh rollouts (and replayed ones); the data only set the batch."""
         assert isinstance(data, EnvData)
-        loss = LOSSES[self.method.loss](data.env, self.method)
+        loss = LOSSES[self.method.loss](data, self.method)
         objective = GFNObjective(data.env, loss, self.method, self.config.train.grad_accum)
         return Training(objective, data.train)
 
     @torch.no_grad()
-    def log_z(self, policy: nn.Module, env: Env) -> float:
+    def log_z(self, policy: nn.Module, env: Env) -> float | None:
         """The learned log Z: TB's scalar, else the flow at s_0 (forward-looking: log F~(s_0)
-        - E(s_0), since F = F~ exp(-E))."""
+        - E(s_0), since F = F~ exp(-E)); None for OP-GFN, whose order losses leave it
+        unidentified."""
+        if self.method.loss == "op":
+            return None
         if self.method.loss == "tb":
             return float(policy.log_z)
         device = next(policy.parameters()).device

@@ -15,7 +15,17 @@ objects and their diversity (mean pairwise Hamming distance), and the learned lo
 dynamic program over the DAG) and R / Z, the empirical L1 of the samples, and for sets and
 bits the L1 of the per-element marginals P(x_i = 1). Floors are those of a perfect sampler:
 0 for the exact figures, and for the sample figures the same statistics of ``eval.n_samples``
-exact draws from R / Z (averaged over ``eval.floor_repeats``).
+exact draws from R / Z (averaged over ``eval.floor_repeats``). OP-GFN's log Z is not identified
+(its order losses are invariant to a shift of log R^), so its rows have no ``log_z``.
+
+With ``method.objectives: branin_currin`` the 2-D hypergrid is scored by the two Branin-Currin
+objectives u(x) (``flowforge.gfn.BraninCurrin``, both in about [0, 1], maximised): OP-GFN orders
+by Pareto dominance, the other losses train on the scalarised reward R(x) = (u_1 + u_2) / 2
+(which the reward figures above then refer to). The row adds the ``hypervolume`` (reference
+point 0) and ``igd`` against the exact Pareto front (``pareto_front``) of the distinct objects'
+u in sets of ``method.pareto_k`` samples (averaged over the sets: ``eval.n_samples`` draws
+would cover a small grid whatever the policy), and ``pareto_mass``, the exact P_T of the
+front; their floors are the front's own: its hypervolume, IGD 0 and mass 1.
 
 References:
     Trajectory Balance: Improved Credit Assignment in GFlowNets (Malkin et al., 2022),
@@ -37,15 +47,20 @@ from torch import Tensor, nn
 
 from flowforge.gfn import (
     BitSequence,
+    BraninCurrin,
     Env,
     HyperGrid,
     SetGeneration,
     StateDAG,
     diversity,
     empirical_l1,
+    hypervolume,
+    igd,
     l1_distance,
     mean_state,
     modes_found,
+    non_dominated,
+    pareto_front,
     sample_trajectories,
     terminal_distribution,
     top_k_reward,
@@ -64,6 +79,7 @@ __all__ = [
     "MAX_EXACT_STATES",
     "build_env",
     "check_env_settings",
+    "env_objective",
     "env_settings",
     "load_env",
     "make_env",
@@ -79,7 +95,8 @@ def env_settings(name: str, method: Any) -> dict:
     random strings drawn with ``mode_seed``)."""
     m = method
     if name == "hypergrid":
-        return {"ndim": m.ndim, "height": m.height, "R0": m.R0, "R1": m.R1, "R2": m.R2}
+        return {"ndim": m.ndim, "height": m.height, "R0": m.R0, "R1": m.R1, "R2": m.R2,
+                "objectives": m.objectives}  # fmt: skip
     if name == "sets":
         g = torch.Generator().manual_seed(m.energy_seed)
         energies = m.energy_scale * torch.rand(m.n_items, generator=g, dtype=torch.float64)
@@ -92,12 +109,22 @@ def env_settings(name: str, method: Any) -> dict:
 def make_env(name: str, settings: dict) -> Env:
     """The environment ``name`` built from ``settings`` (``env_settings`` or a data.json)."""
     s = settings
+    u = env_objective(name, settings)
+    if name == "hypergrid" and u is not None:  # the scalarised reward (u_1 + u_2) / 2 > 0
+        return HyperGrid(s["ndim"], s["height"], reward_fn=lambda x: u(x).mean(1))
     if name == "hypergrid":
         return HyperGrid(s["ndim"], s["height"], s["R0"], s["R1"], s["R2"])
     if name == "sets":
         energies = torch.tensor(s["energies"], dtype=torch.float64)
         return SetGeneration(s["n_items"], s["set_size"], energies)
     return BitSequence(torch.tensor(s["modes"], dtype=torch.long), s["beta"])
+
+
+def env_objective(name: str, settings: dict) -> BraninCurrin | None:
+    """The multi-objective scores u(x) -> (B, K) of the environment, or None (its reward)."""
+    if name == "hypergrid" and settings.get("objectives", "reward") == "branin_currin":
+        return BraninCurrin(settings["height"])
+    return None
 
 
 def dag_size(env: Env) -> int:
@@ -112,6 +139,8 @@ def dag_size(env: Env) -> int:
 
 def max_log_reward(env: Env) -> float:
     """log max_x R(x), in closed form (the threshold of the modes)."""
+    if isinstance(env, HyperGrid) and env.reward_fn is not None:  # enumerate
+        return env.log_reward(env.all_terminal_states()).max().item()
     if isinstance(env, HyperGrid):  # the reward is the same test on every coordinate
         diagonal = torch.arange(env.height)[:, None].expand(-1, env.ndim)
         return env.log_reward(diagonal).max().item()
@@ -129,6 +158,7 @@ class EnvData(RunData):
         env: the environment.
         settings: what ``make_env`` builds it from (saved as data.json).
         exact: whether the DAG is small enough for the exact programs.
+        objective: the multi-objective scores ``u(x) -> (B, K)`` (``env_objective``) or None.
         train: placeholders ``(n, generator) -> (zeros (n, 1), None)``: the objective rolls out
             n trajectories itself.
     """
@@ -139,6 +169,7 @@ class EnvData(RunData):
     def __init__(self, name: str, env: Env, settings: dict) -> None:
         self.name, self.env, self.settings = name, env, settings
         self.exact = dag_size(env) <= MAX_EXACT_STATES
+        self.objective = env_objective(name, settings)
         self._dag: StateDAG | None = None
         self.train = lambda n, generator: (torch.zeros(n, 1), None)
 
@@ -194,7 +225,9 @@ class EnvData(RunData):
     def describe(self) -> str:
         """The environment in a few words."""
         e = self.env
-        if isinstance(e, HyperGrid):
+        if isinstance(e, HyperGrid) and self.objective is not None:
+            what = f"hypergrid {e.ndim} x {e.height} scored by Branin-Currin"
+        elif isinstance(e, HyperGrid):
             what = f"hypergrid {e.ndim} x {e.height} (R0 {e.R0:g})"
         elif isinstance(e, SetGeneration):
             what = f"sets of {e.set_size} of {e.n_items} items"
@@ -247,20 +280,36 @@ def device_generator(generator: torch.Generator | None, device: torch.device):
 
 @torch.no_grad()
 def _exact_metrics(recipe: Recipe, model: nn.Module, data: EnvData) -> dict:
-    """log Z (learned and its error) and, where enumerable, the exact L1 and marginal L1."""
+    """log Z (learned and its error) and, where enumerable, the exact L1, the marginal L1 and
+    (multi-objective) the exact mass on the Pareto front."""
     policy = _cpu(model)
-    out = {"log_z": recipe.log_z(policy, data.env)}
-    true_log_z = None
-    if data.exact or isinstance(data.env, SetGeneration):
-        true_log_z = data.env.log_partition()
-        out["log_z_error"] = abs(out["log_z"] - true_log_z)
+    log_z = recipe.log_z(policy, data.env)  # None: not identified (OP-GFN)
+    out = {} if log_z is None else {"log_z": log_z}
+    if log_z is not None and (data.exact or isinstance(data.env, SetGeneration)):
+        out["log_z_error"] = abs(log_z - data.env.log_partition())
     if data.exact:
         p = terminal_distribution(data.dag, policy)
         out["exact_l1"] = l1_distance(p, data.dag.target())
+        if data.objective is not None:
+            front = non_dominated(data.objective(data.dag.terminal_states))
+            out["pareto_mass"] = p[front].sum().item()  # exact P_T of the Pareto set
         if not isinstance(data.env, HyperGrid):
             x = data.dag.terminal_states
             out["marginal_l1"] = l1_distance(mean_state(x, p), mean_state(x, data.dag.target()))
     return out
+
+
+def _pareto_metrics(data: EnvData, x: Tensor, k: int) -> dict:
+    """Hypervolume (reference 0) and IGD against the front of sets of ``k`` samples, averaged
+    over the ``len(x) // k`` disjoint sets of ``x`` (many samples cover any small grid)."""
+    assert data.objective is not None
+    _, front = pareto_front(data.env, data.objective)
+    hv, distance = [], []
+    for group in x[: len(x) // k * k].split(k):
+        u = data.objective(torch.unique(group, dim=0))  # HV and IGD read only the set
+        hv.append(hypervolume(u, [0.0] * u.shape[1]))
+        distance.append(igd(u, front))
+    return {"hypervolume": float(np.mean(hv)), "igd": float(np.mean(distance))}
 
 
 def _sample_metrics(data: EnvData, x: Tensor, log_r: Tensor, top_k: int, ratio: float) -> dict:
@@ -294,9 +343,16 @@ def evaluate(recipe: Recipe, model: nn.Module, data: EnvData, step) -> dict:
     if not data.exact and isinstance(data.env, SetGeneration):  # exact marginals, no DAG
         row["marginal_l1"] = l1_distance(mean_state(x), data.env.inclusion_marginals())
     floors: dict = {k: 0.0 for k in ("exact_l1", "log_z_error") if k in row}
+    info: dict = {}
+    if data.objective is not None:  # a perfect multi-objective sampler covers the front
+        row.update(_pareto_metrics(data, x, min(m.pareto_k, len(x))))
+        front_x, front = pareto_front(data.env, data.objective)
+        floors.update({"hypervolume": hypervolume(front, [0.0] * front.shape[1]), "igd": 0.0})
+        if "pareto_mass" in row:
+            floors["pareto_mass"] = 1.0
+        info["front"] = len(front_x)
     if data.exact and "marginal_l1" in row:
         floors["marginal_l1"] = 0.0
-    info: dict = {}
     if data.exact:
         ref_g = torch.Generator().manual_seed(e.seed + 1)
         repeats = []

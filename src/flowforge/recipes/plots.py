@@ -41,7 +41,7 @@ _CORNER_COLUMNS = 5  # a corner plot shows the first five columns of wider data
 LOWER_IS_BETTER = frozenset(
     {"w2", "sliced_w2", "mmd", "energy", "fd", "known_error", "known_mse", "fd_unconditional",
      "reconstruction_mse", "energy_w2", "log_z_error", "rama_kl", "rama_w2", "exact_l1",
-     "empirical_l1", "marginal_l1"}
+     "empirical_l1", "marginal_l1", "igd"}
 )  # fmt: skip
 UNIT_INTERVAL = frozenset({"precision", "recall", "accuracy", "miou", "miou_generated"})
 
