@@ -29,16 +29,18 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from flowforge.nf.boltzmann.energies import Energy
+from flowforge.nf.boltzmann.reference import default_cache_dir
+from flowforge.utils.io import atomic_path
 
 __all__ = [
     "PHI_ATOMS",
@@ -244,19 +246,14 @@ def cached_dynamics(
 ) -> Tensor:
     """``molecular_dynamics`` cached as safetensors under ``cache_dir`` (default
     ``default_cache_dir()``), keyed by its settings; written atomically."""
-    from safetensors.torch import load_file, save_file  # noqa: PLC0415
-
-    from flowforge.nf.boltzmann.reference import default_cache_dir  # noqa: PLC0415
-
     key = f"T{molecule.temperature:g}-n{frames}-every{every}-burn{burn_in}-seed{seed}"
     path = Path(cache_dir or default_cache_dir()) / f"{molecule.name}-md-{key}.safetensors"
     if path.is_file():
         return load_file(path)["x"]
     x = molecular_dynamics(molecule, frames, every, burn_in, seed=seed, progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"x": x.contiguous()}, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"x": x.contiguous()}, tmp)
     return x
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from flowforge.nf.boltzmann.energies import Energy, energy_and_grad
 from flowforge.nf.boltzmann.smc import mala_step
+from flowforge.utils.io import atomic_path
 
 __all__ = ["default_cache_dir", "mala_chains", "reference_samples"]
 
@@ -107,7 +108,6 @@ def reference_samples(
         kept.append(x.clone())
     samples = torch.cat(kept)[:n].contiguous()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"x": samples}, tmp)
-    os.replace(tmp, path)  # atomic: a killed run leaves no half-written cache
+    with atomic_path(path) as tmp:  # a killed run leaves no half-written cache
+        save_file({"x": samples}, tmp)
     return samples
