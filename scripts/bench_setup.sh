@@ -21,7 +21,8 @@ set -euo pipefail
 PYTHON="${PYTHON:-python}"
 
 torch_before="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
-list_before="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? ' || true)"
+# name and version only: pip pads its columns to the longest name installed
+list_before="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? ' | tr -s ' ' || true)"
 
 "$PYTHON" -m pip install --no-deps \
     torchcfm==1.0.7 \
@@ -54,7 +55,7 @@ print("peers import: torchcfm", torchcfm.__version__, "| flow_matching", flow_ma
 EOF
 
 torch_after="$("$PYTHON" -c 'import torch; print(torch.__version__)')"
-list_after="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? ' || true)"
+list_after="$("$PYTHON" -m pip list 2>/dev/null | grep -i -E '^torch(vision)? ' | tr -s ' ' || true)"
 if [[ "$torch_before" != "$torch_after" || "$list_before" != "$list_after" ]]; then
     echo "error: torch changed ($list_before -> $list_after)" >&2
     exit 1

@@ -22,8 +22,10 @@ fi
 check='
 import sys, pathlib
 import flowforge, torch, numpy, yaml, tqdm, matplotlib, safetensors, ot, torchdiffeq, sklearn
-import mnist1d, PIL, zuko, openmm, openmmtools
+import mnist1d, PIL, zuko, openmm, openmmtools, rdkit
 import pytest, ruff, hypothesis
+import importlib.util
+assert importlib.util.find_spec("moses") is not None  # the MOSES files of the molsets wheel
 root = pathlib.Path(sys.argv[1]).resolve()
 sys.exit(0 if pathlib.Path(flowforge.__file__).resolve().is_relative_to(root / "src") else 1)
 '
@@ -34,4 +36,6 @@ fi
 
 echo "setup: installing flowforge from $ROOT (editable, with the [dev] extra)"
 "$PYTHON" -m pip install -e ".[dev]"
+# the MOSES SMILES files: the molsets wheel without its (old, pinned) dependencies
+"$PYTHON" -m pip install --no-deps "molsets==0.3.1"
 "$PYTHON" -c "import flowforge, torch; print('setup: flowforge', flowforge.__version__, 'with torch', torch.__version__)"

@@ -227,3 +227,62 @@ def test_bad_op_settings_are_named(tmp_path, capsys, args, match):
     assert main(argv) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+MOLECULES = ["--method.max_length=24", "--method.training_smiles=3000", "--method.top_k=10",
+             "--eval.n_samples=200"]  # fmt: skip
+
+
+def test_molecules_train_evaluate_and_sample_smiles(tmp_path, capsys):
+    """The molecules preset through the command line: validity, uniqueness, novelty, top-k score
+    and diversity beside the training molecules' figures, both pictures, SMILES written by
+    ``flowforge sample --out x.smi`` that RDKit reads, and a loaded run that evaluates alike."""
+    pytest.importorskip("rdkit")
+    from flowforge.data.smiles import canonical_smiles
+
+    run = tmp_path / "mol"
+    _train(run, "molecules_tb", *MOLECULES)
+    m = _metrics(run)
+    (row,) = m["results"]
+    for key in ("validity", "uniqueness", "novelty", "top_k_diversity"):
+        assert 0 <= row[key] <= 1
+    assert row["validity"] > 0 and 0 < row["top_k_score"] <= 1 and math.isfinite(row["log_z"])
+    assert m["training"]["validity"] == 1 and m["training"]["molecules"] > 10
+    assert (run / "molecules.png").is_file() and (run / "scores.png").is_file()
+    assert "training" in capsys.readouterr().out
+    out = tmp_path / "x.smi"
+    assert main(["sample", str(run), "--n", "40", "--out", str(out)]) == 0
+    smiles = out.read_text().splitlines()
+    assert len(smiles) == 40 and all(1 <= len(s) for s in smiles)
+    assert sum(c is not None for c in canonical_smiles(smiles)) >= 1
+    again = flowforge.load(run).evaluate(n_samples=200)["results"][0]
+    assert again["validity"] == pytest.approx(row["validity"])
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--method.log_floor=-inf"], r"method.log_floor='-inf' must be a finite number"),
+        (["--method.offline_fraction=1"], r"method.offline_fraction=1.0 must be in \[0, 1\)"),
+        (["--method.max_length=0"], r"method.max_length=0 must be >= 1"),
+        (["--method.score=sa"], r"method.score='sa'.*'qed'"),
+    ],
+)
+def test_bad_molecule_settings_are_named(tmp_path, capsys, args, match):
+    argv = ["train", "molecules_tb", f"--out-dir={tmp_path / 'r'}", *TINY, *args]
+    assert main(argv) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "r").exists()
+
+
+def test_offline_molecules_are_refused_elsewhere(tmp_path, capsys):
+    argv = ["train", "hypergrid_tb", f"--out-dir={tmp_path / 'r'}", *TINY,
+            "--method.offline_fraction=0.25"]  # fmt: skip
+    assert main(argv) == 2
+    assert "only data.name=molecules has" in capsys.readouterr().err
+
+
+def test_smi_output_needs_a_molecule_run(grid_run, tmp_path, capsys):
+    assert main(["sample", str(grid_run), "--n", "5", "--out", str(tmp_path / "x.smi")]) == 2
+    assert "hypergrid objects have no text form; write a .npy" in capsys.readouterr().err
+    assert not (tmp_path / "x.smi").exists()

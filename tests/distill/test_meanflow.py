@@ -248,7 +248,7 @@ def test_learns_gaussian_one_step_map():
 
 def test_learns_eight_gaussians_one_step():
     """400 steps on 8 gaussians (3 x 64 MLP): the 1-NFE sliced W2 must be < 1.0, i.e. under
-    0.4 x the 1-Euler-step value of the FM teacher in tests/distill/conftest.py (2.61);
+    0.4 x the 1-Euler-step value of the FM teacher in tests/conftest.py (2.61);
     measured 0.52 (seed 0)."""
     net = _train(lambda n, g: eight_gaussians(n, generator=g)[0], 400, 64, 3, 1e-3)
     ge = torch.Generator().manual_seed(1)

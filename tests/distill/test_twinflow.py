@@ -173,7 +173,7 @@ def test_bad_arguments():
 
 def test_learns_one_step_8_gaussians():
     # threshold origin: the shared FM teacher's 1-step Euler SWD is 2.61 and its 2-step 1.06
-    # (tests/distill/conftest.py); 600 TwinFlow steps of a 3 x 64 MLP (EMA target 0.99)
+    # (tests/conftest.py); 600 TwinFlow steps of a 3 x 64 MLP (EMA target 0.99)
     # measured 0.66 at 1 NFE, so < 1.0 asks for a 1-step sampler better than the teacher at
     # 2 NFE, with about a third of margin for platform noise.
     torch.manual_seed(0)

@@ -42,6 +42,10 @@ def print_table(metrics: dict) -> None:
         for n in names
     ]
     lines.append(f"{'floor':<{w}}{'':>5}" + "".join(cells))
+    if "training" in metrics:  # molecules: the same figures of training molecules
+        ref = metrics["training"]
+        cells = [f"{ref[n]:>{cw[n]}.4g}" if n in ref else f"{'-':>{cw[n]}}" for n in names]
+        lines.append(f"{'training':<{w}}{'':>5}" + "".join(cells))
     if "likelihood" in metrics:  # normalizing flows: the held-out likelihood
         lines.append(describe_likelihood(metrics["likelihood"]))
     distributed.print0("\n".join(lines))

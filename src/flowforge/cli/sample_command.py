@@ -22,10 +22,10 @@ __all__ = ["sample_command"]
 
 
 def _check_out(out: Path, folder: bool) -> None:
-    if not folder and out.suffix not in (".npy", ".png"):
+    if not folder and out.suffix not in (".npy", ".png", ".smi"):
         raise ValueError(
-            f"--out={str(out)!r} must end in .npy (array), .png (picture) or / (a folder, one "
-            "PNG per image)."
+            f"--out={str(out)!r} must end in .npy (array), .png (picture), .smi (SMILES, "
+            "molecule runs) or / (a folder, one PNG per image)."
         )
     parent = out if folder else out.parent
     if folder and parent.is_dir():
@@ -104,6 +104,15 @@ def sample_command(
     try:
         if folder:
             _write_pngs(out, x)
+        elif out.suffix == ".smi":
+            lines = loaded.data.to_text(x) if hasattr(loaded.data, "to_text") else None
+            if lines is None:
+                raise ValueError(
+                    f"--out={str(out)!r}: .smi holds molecules and this run samples none; write "
+                    "a .npy instead."
+                )
+            with atomic_path(out) as tmp:
+                tmp.write_text("".join(f"{line}\n" for line in lines))
         elif out.suffix == ".npy":
             array = ((x.clamp(-1, 1) + 1) / 2 if image else x).numpy()
             with atomic_path(out) as tmp:

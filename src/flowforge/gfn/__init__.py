@@ -8,7 +8,8 @@ flowforge:
   action a undoes the forward move a), ``log_reward(x)`` > -inf at states where the exit is
   valid, an optional partial energy ``state_energy(s)`` for the forward-looking losses, and for
   enumerable environments ``all_terminal_states()`` and the exact ``log_partition()``.
-  Environments: ``HyperGrid``, ``BitSequence``, ``SetGeneration``.
+  Environments: ``HyperGrid``, ``BitSequence``, ``SetGeneration``, ``SmilesBuilder`` (molecules
+  token by token, scored with RDKit: the ``chem`` extra).
 * ``Policy`` (``policy.py``): ``policy(env.encode(s), cond=None) -> PolicyOutput(logits,
   logits_pb | None, log_flow)`` with a learned scalar ``log_z``; ``log_probs`` masks invalid
   actions with -inf in P_F and P_B (``logits_pb = None`` is the uniform P_B). ``cond`` (B, C) is
@@ -16,7 +17,8 @@ flowforge:
 * ``Trajectories`` (``trajectories.py``): states (T + 1, B, ...), actions (T, B), lengths,
   log P_F, log P_B, transition energies and terminal log-rewards, drawn by
   ``sample_trajectories`` (epsilon-uniform exploration, temperature); ``truncate`` makes the
-  prefixes (incomplete trajectories) that the forward-looking losses learn from.
+  prefixes (incomplete trajectories) that the forward-looking losses learn from;
+  ``backward_trajectories`` draws trajectories ending at given objects from P_B (off-policy data).
 * Losses (``losses/``): ``TrajectoryBalance``, ``DetailedBalance``, ``SubTrajectoryBalance``,
   ``ForwardLookingDB``, ``ForwardLookingSubTB``; ``loss(policy, traj) -> (B,)``.
 * Order-preserving GFlowNets (``losses/op.py``, ``pareto.py``): ``OrderPreservingTB`` learns
@@ -38,9 +40,10 @@ References:
     GFlowNet Foundations (Bengio et al., 2023), arXiv:2111.09266.
 """
 
-from flowforge.gfn.env import Env, check_log_reward, log_reward_from_fn
+from flowforge.gfn.env import Env, SequenceEnv, check_log_reward, log_reward_from_fn
 from flowforge.gfn.envs import BitSequence, HyperGrid, SetGeneration, log_elementary_symmetric
 from flowforge.gfn.envs.branin_currin import BraninCurrin
+from flowforge.gfn.envs.smiles import SmilesBuilder
 from flowforge.gfn.exact import (
     ExactFlows,
     StateDAG,
@@ -99,6 +102,7 @@ from flowforge.gfn.replay import ReplayBuffer
 from flowforge.gfn.trajectories import (
     Trajectories,
     TrajectoryEval,
+    backward_trajectories,
     evaluate_trajectories,
     sample_trajectories,
 )
@@ -109,6 +113,7 @@ __all__ = [
     "BraninCurrin",
     "DetailedBalance",
     "Env",
+    "SequenceEnv",
     "ExactFlows",
     "ForwardLookingDB",
     "ForwardLookingSubTB",
@@ -123,6 +128,7 @@ __all__ = [
     "PolicyOutput",
     "ReplayBuffer",
     "SetGeneration",
+    "SmilesBuilder",
     "StateDAG",
     "SubTrajectoryBalance",
     "TabularPolicy",
@@ -157,6 +163,7 @@ __all__ = [
     "outcome_terminal_distributions",
     "pairwise_order_loss",
     "pareto_front",
+    "backward_trajectories",
     "sample_trajectories",
     "set_order_loss",
     "subtrajectory_residuals",

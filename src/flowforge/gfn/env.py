@@ -30,7 +30,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["Env", "check_log_reward", "log_reward_from_fn"]
+__all__ = ["Env", "SequenceEnv", "check_log_reward", "log_reward_from_fn"]
 
 
 class Env(abc.ABC):
@@ -133,6 +133,37 @@ class Env(abc.ABC):
                 f"action {int(actions[i])} is not a valid {kind} move at state "
                 f"{states[i].tolist()} (batch index {i}): {why}."
             )
+
+
+class SequenceEnv(Env):
+    """An environment whose states are sequences written left to right: (B, n) token ids with
+    -1 past the end, move a appends token a (moves are the tokens 0 .. n_actions - 2). A tree:
+    each state's one parent drops its last token, so P_B = 1.
+
+    Subclasses set the attributes and implement ``forward_mask``, ``log_reward`` and
+    ``encode``.
+    """
+
+    def lengths(self, states: Tensor) -> Tensor:
+        """(B,) tokens written."""
+        return (states >= 0).sum(1)
+
+    def initial_states(self, n: int, device: torch.device | str = "cpu") -> Tensor:
+        return torch.full((n, *self.state_shape), -1, dtype=torch.long, device=device)
+
+    def backward_mask(self, states: Tensor) -> Tensor:
+        n = self.lengths(states)
+        last = states.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1)  # (B,)
+        moves = torch.arange(self.n_actions - 1, device=states.device)
+        return (last[:, None] == moves[None]) & (n > 0)[:, None]
+
+    def step(self, states: Tensor, actions: Tensor) -> Tensor:
+        self.check_actions(states, actions)
+        return states.scatter(1, self.lengths(states)[:, None], actions[:, None])
+
+    def backward_step(self, states: Tensor, actions: Tensor) -> Tensor:
+        self.check_actions(states, actions, backward=True)
+        return states.scatter(1, (self.lengths(states) - 1)[:, None], -1)
 
 
 def check_log_reward(log_r: Tensor, x: Tensor, source: str) -> Tensor:

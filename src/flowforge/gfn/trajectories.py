@@ -26,7 +26,13 @@ from flowforge.gfn.env import Env, check_log_reward
 from flowforge.gfn.policy import Policy, log_probs
 from flowforge.utils.tensor import wider_float
 
-__all__ = ["TrajectoryEval", "Trajectories", "evaluate_trajectories", "sample_trajectories"]
+__all__ = [
+    "TrajectoryEval",
+    "Trajectories",
+    "backward_trajectories",
+    "evaluate_trajectories",
+    "sample_trajectories",
+]
 
 
 @dataclass
@@ -285,6 +291,109 @@ def sample_trajectories(
         energies=energies,
         cond=cond,
         exit_action=exit_action,
+    )
+
+
+@torch.no_grad()
+def backward_trajectories(
+    env: Env,
+    policy: Policy,
+    x: Tensor,
+    cond: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Trajectories:
+    """Complete trajectories that end at the given objects, drawn backward from P_B.
+
+    From each x the moves are undone one at a time with a ~ P_B(. | s) (the policy's backward
+    head, or uniform) until s_0, batched over the objects; the result is in forward order and
+    ends with the exit, like ``sample_trajectories``, so known objects (training molecules,
+    high-reward finds) train any balance loss off-policy. In a tree (each state has one
+    parent) the trajectory of x is unique.
+
+    Args:
+        env: the environment.
+        policy: the policy whose P_B draws the moves and whose log-probabilities are stored.
+        x: (B, *state_shape) objects where the exit is valid.
+        cond: (B, C) conditioning input, or None.
+        generator: random generator for the backward moves.
+
+    Raises:
+        ValueError: when the exit is not valid at some x.
+
+    Example:
+        >>> from flowforge.gfn.envs import HyperGrid
+        >>> from flowforge.gfn.policy import MLPPolicy, PolicyConfig
+        >>> env = HyperGrid(ndim=2, height=4)
+        >>> policy = MLPPolicy(PolicyConfig(env.encoding_dim, env.n_actions, hidden=8))
+        >>> traj = backward_trajectories(env, policy, torch.tensor([[2, 1], [0, 0]]))
+        >>> traj.n_steps.tolist(), traj.last_states.tolist(), traj.states[0].tolist()
+        ([4, 1], [[2, 1], [0, 0]], [[0, 0], [0, 0]])
+    """
+    if x.dim() != 1 + len(env.state_shape) or tuple(x.shape[1:]) != tuple(env.state_shape):
+        raise ValueError(
+            f"x has shape {tuple(x.shape)}; expected (B, {', '.join(map(str, env.state_shape))})."
+        )
+    exit_ok = env.forward_mask(x)[:, env.exit_action]
+    if not exit_ok.all():
+        i = int((~exit_ok).nonzero()[0])
+        raise ValueError(
+            f"x[{i}] = {x[i].tolist()} is not an object: the exit is not valid there, so no "
+            "complete trajectory ends at it."
+        )
+    param = next(policy.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    s = x.to(device)
+    B = len(s)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    backward_states, backward_actions = [s], []
+    for _ in range(env.max_steps + 1):
+        done = done | ~env.backward_mask(s).any(-1)  # at s_0
+        if done.all():
+            break
+        _, lpb, _ = log_probs(env, policy, s, cond)
+        probs = lpb.to(wider_float(lpb.dtype)).exp()
+        probs[done] = 1.0  # a placeholder draw, discarded
+        a = torch.multinomial(probs, 1, generator=generator).squeeze(1).masked_fill(done, -1)
+        parent = s.clone()
+        parent[~done] = env.backward_step(s[~done], a[~done])
+        backward_states.append(parent)
+        backward_actions.append(a)
+        s = parent
+    assert done.all(), f"{type(env).__name__}: s_0 not reached after max_steps backward moves"
+    moves = (torch.stack(backward_actions) >= 0).sum(0) if backward_actions else done.long() * 0
+    T = int(moves.max()) + 1  # the moves and the exit
+    t = torch.arange(T + 1, device=device)[:, None]  # forward time
+    batch = torch.arange(B, device=device)[None]
+    k = (moves[None] - t).clamp(min=0)  # backward index of forward state t
+    states = torch.stack(backward_states)[k, batch]  # (T + 1, B, *S)
+    if backward_actions:
+        past = torch.stack(backward_actions)
+        j = (moves[None] - 1 - t[:-1]).clamp(min=0, max=len(past) - 1)
+        actions = past[j, batch]
+    else:
+        actions = torch.zeros(T, B, dtype=torch.long, device=device)
+    actions = torch.where(t[:-1] < moves[None], actions, -1)
+    actions = torch.where(t[:-1] == moves[None], env.exit_action, actions)
+    traj = Trajectories(
+        states=states,
+        actions=actions,
+        n_steps=moves + 1,
+        terminated=torch.ones(B, dtype=torch.bool, device=device),
+        log_pf=torch.zeros(T, B, device=device),
+        log_pb=torch.zeros(T, B, device=device),
+        log_rewards=check_log_reward(
+            env.log_reward(x.to(device)), x, f"{type(env).__name__}.log_reward"
+        ),  # fmt: skip
+        energies=None,
+        cond=cond,
+        exit_action=env.exit_action,
+    )
+    ev = evaluate_trajectories(env, policy, traj)
+    return replace(
+        traj,
+        log_pf=ev.log_pf,
+        log_pb=ev.log_pb,
+        energies=_transition_energies(env, states, actions, traj.log_rewards),
     )
 
 

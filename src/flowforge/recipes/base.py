@@ -442,6 +442,12 @@ class Recipe(abc.ABC):
         """Metrics of one eval row beyond the data's own (``Recipe.metrics``)."""
         return {}
 
+    def progress_hook(self, data: RunData, run_dir: Path | None):
+        """The check every ``train.eval_every`` steps, ``hook(step, net) -> dict`` written to
+        metrics.jsonl, or None; by default the data's (fine-tuning recipes add the reward and
+        the divergence from their base)."""
+        return data.progress_hook(self, run_dir)
+
     # ---- evaluation and pictures -------------------------------------------------------
 
     def evaluate(

@@ -56,7 +56,7 @@ VideoName = Literal["moving_shapes"]
 VIDEO_DATASETS: tuple[str, ...] = typing.get_args(VideoName)
 EnergyName = Literal["gmm40", "manywell32", "dw4", "lj13", "aldp"]
 ENERGY_TARGETS: tuple[str, ...] = typing.get_args(EnergyName)
-EnvName = Literal["hypergrid", "sets", "bits"]
+EnvName = Literal["hypergrid", "sets", "bits", "molecules"]
 GFN_ENVS: tuple[str, ...] = typing.get_args(EnvName)
 DataName = Literal[
     "eight_gaussians",
@@ -77,6 +77,7 @@ DataName = Literal[
     "hypergrid",
     "sets",
     "bits",
+    "molecules",
 ]
 MetricName = Literal[
     "w2",

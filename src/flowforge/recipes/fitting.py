@@ -186,7 +186,7 @@ def _train_and_evaluate(
         f"{config.train.steps}, world size {distributed.world_size()} "
         f"(data ready in {time.perf_counter() - t0:.1f} s)"
     )
-    hook = data.progress_hook(recipe, run_dir) if config.train.eval_every else None
+    hook = recipe.progress_hook(data, run_dir) if config.train.eval_every else None
     t0 = time.perf_counter()
     result = train(
         model,

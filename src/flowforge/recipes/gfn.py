@@ -1,11 +1,12 @@
 """GFlowNets (``method.name: gfn``): a policy trained so that P_T(x) is proportional to R(x).
 
-The environment is ``data.name`` (``hypergrid``, ``sets`` or ``bits``, see
+The environment is ``data.name`` (``hypergrid``, ``sets``, ``bits`` or ``molecules``, see
 ``flowforge.recipes.gfn_envs``) with its settings in this section. Training goes through the
 one ``train()``: its data are placeholders whose count is the batch, and the objective rolls
 out that many trajectories from the current policy each step (epsilon-uniform exploration,
-temperature), optionally mixed with a replay buffer and cut to prefixes for the forward-looking
-losses, then applies ``method.loss``:
+temperature), optionally mixed with a replay buffer and (molecules) with trajectories of
+training molecules, and cut to prefixes for the forward-looking losses, then applies
+``method.loss``:
 
     tb       trajectory balance with a learned log Z (its own learning rate, ``log_z_lr``)
     db       detailed balance
@@ -55,6 +56,7 @@ from flowforge.gfn import (
     SubTrajectoryBalance,
     Trajectories,
     TrajectoryBalance,
+    backward_trajectories,
     sample_trajectories,
 )
 from flowforge.recipes.base import Recipe, RunData, TrainContext, Training
@@ -153,7 +155,25 @@ class GFNConfig(MethodConfig):
     length: int = field(default=8, metadata=meta("bits: string length n"))
     n_modes: int = field(default=4, metadata=meta("bits: random target strings"))
     mode_seed: int = field(default=0, metadata=meta("bits: seed of the target strings"))
-    beta: float = field(default=3.0, metadata=meta("bits: R(x) = exp(-beta d_H(x, modes) / n)"))
+    beta: float = field(
+        default=3.0,
+        metadata=meta("bits: R(x) = exp(-beta d_H(x, modes) / n); molecules: exp(beta score)"),
+    )
+    max_length: int = field(default=32, metadata=meta("molecules: the most SMILES tokens"))
+    score: Literal["qed", "logp"] = field(
+        default="qed", metadata=meta("molecules: RDKit's QED or Crippen logP (clipped to +-10)")
+    )
+    log_floor: float = field(
+        default=-4.0, metadata=meta("molecules: log R of strings RDKit rejects (a floor)")
+    )
+    training_smiles: int = field(
+        default=20000,
+        metadata=meta("molecules: MOSES train lines read (those that fit are the training set)"),
+    )
+    offline_fraction: float = field(
+        default=0.0,
+        metadata=meta("molecules: share of each batch from training molecules (off-policy)"),
+    )
     top_k: int = field(default=10, metadata=meta("eval: distinct objects of top_k_reward"))
     pareto_k: int = field(
         default=64, metadata=meta("eval (branin_currin): samples per set of hypervolume, IGD")
@@ -219,7 +239,9 @@ class GFNObjective:
     decaying linearly over ``epsilon_decay_steps`` optimizer steps) at ``temperature``; with a
     replay buffer, ``replay_fraction`` of the batch is redrawn from it and the fresh ones are
     added; ``prefix_fraction`` of the trajectories are cut to a random prefix (the
-    forward-looking losses learn from incomplete trajectories). State (the calls, the buffer)
+    forward-looking losses learn from incomplete trajectories); with ``offline`` objects
+    (training molecules), ``offline_fraction`` of the batch are trajectories drawn backward from
+    some of them (``backward_trajectories``). State (the calls, the buffer)
     is in ``state_dict``, so a resumed run continues where it stopped.
 
     Args:
@@ -227,10 +249,19 @@ class GFNObjective:
         loss: ``loss(policy, traj) -> (B,)``.
         method: the ``GFNConfig``.
         grad_accum: calls per optimizer step (``train.grad_accum``).
+        offline: (N, *state_shape) known objects for the off-policy share, or None.
     """
 
-    def __init__(self, env: Env, loss, method: GFNConfig, grad_accum: int = 1) -> None:
+    def __init__(
+        self,
+        env: Env,
+        loss,
+        method: GFNConfig,
+        grad_accum: int = 1,
+        offline: Tensor | None = None,
+    ) -> None:
         self.env, self.loss, self.m, self.grad_accum = env, loss, method, grad_accum
+        self.offline = offline
         m = method
         self.replay = ReplayBuffer(m.replay_size, m.replay_priority) if m.replay_size else None
         self.calls = 0
@@ -250,15 +281,30 @@ class GFNObjective:
         m, n = self.m, len(x)
         step = self.calls // self.grad_accum
         self.calls += 1
-        n_replay = 0
+        n_replay = n_offline = 0
         if self.replay is not None and len(self.replay):
             n_replay = min(round(m.replay_fraction * n), n - 1)
-        traj = sample_trajectories(self.env, policy, n - n_replay, epsilon=self.epsilon(step),
-                                   temperature=m.temperature, generator=generator)  # fmt: skip
+        if self.offline is not None and len(self.offline):
+            n_offline = min(round(m.offline_fraction * n), n - 1 - n_replay)
+        traj = sample_trajectories(self.env, policy, n - n_replay - n_offline,
+                                   epsilon=self.epsilon(step), temperature=m.temperature,
+                                   generator=generator)  # fmt: skip
         if self.replay is not None:
             replayed = self.replay.sample(n_replay, generator) if n_replay else None
             self.replay.add(traj)
             traj = traj if replayed is None else Trajectories.cat([traj, replayed])
+        if n_offline:
+            device = traj.states.device
+            idx = torch.randint(
+                len(self.offline),
+                (n_offline,),
+                generator=generator,
+                device=generator.device if generator is not None else "cpu",
+            )
+            x = self.offline[idx.cpu()].to(device)  # fmt: skip
+            traj = Trajectories.cat(
+                [traj, backward_trajectories(self.env, policy, x, generator=generator)]
+            )
         if m.prefix_fraction > 0:
             traj = _cut(traj, m.prefix_fraction, generator)
         net = policy if model is policy else _Through(model, policy)
@@ -306,7 +352,7 @@ class GFNRecipe(Recipe):
         """Sizes positive, probabilities in range, the environment's settings valid."""
         m = self.method
         for key in ("hidden", "depth", "top_k", "pareto_k", "ndim", "n_items", "length",
-                    "n_modes"):  # fmt: skip
+                    "n_modes", "max_length"):  # fmt: skip
             if getattr(m, key) < 1:
                 raise ConfigError(f"method.{key}={getattr(m, key)!r} must be >= 1.")
         for key in ("epsilon_decay_steps", "replay_size"):
@@ -315,6 +361,15 @@ class GFNRecipe(Recipe):
         for key in ("epsilon", "epsilon_final", "prefix_fraction"):
             if not 0 <= getattr(m, key) <= 1:
                 raise ConfigError(f"method.{key}={getattr(m, key)!r} must be in [0, 1].")
+        if (
+            not 0 <= m.offline_fraction < 1
+            or m.offline_fraction + m.replay_fraction * (m.replay_size > 0) >= 1
+        ):
+            raise ConfigError(
+                f"method.offline_fraction={m.offline_fraction!r} must be in [0, 1) and leave "
+                f"room beside method.replay_fraction={m.replay_fraction!r} (with a replay "
+                "buffer) for fresh rollouts: their sum must be < 1."
+            )
         if not 0 <= m.replay_fraction < 1:
             raise ConfigError(
                 f"method.replay_fraction={m.replay_fraction!r} must be in [0, 1) (some of each "
@@ -365,6 +420,14 @@ class GFNRecipe(Recipe):
                 )
         elif not (m.beta >= 0 and math.isfinite(m.beta)):
             raise ConfigError(f"method.beta={m.beta!r} must be finite and >= 0.")
+        if name == "molecules" and m.training_smiles < 0:
+            raise ConfigError(f"method.training_smiles={m.training_smiles!r} must be >= 0.")
+        if m.offline_fraction > 0 and (name != "molecules" or m.training_smiles == 0):
+            raise ConfigError(
+                f"method.offline_fraction={m.offline_fraction!r} trains on known objects, which "
+                f"only data.name=molecules has (with method.training_smiles > 0); use "
+                "method.offline_fraction=0."
+            )
 
     def build_model(self, data: RunData) -> nn.Module:
         """The MLP policy (forward, backward and flow heads) with its scaled log Z."""
@@ -381,7 +444,9 @@ class GFNRecipe(Recipe):
         """The loss on fresh rollouts (and replayed ones); the data only set the batch."""
         assert isinstance(data, EnvData)
         loss = LOSSES[self.method.loss](data, self.method)
-        objective = GFNObjective(data.env, loss, self.method, self.config.train.grad_accum)
+        offline = data.training_objects() if self.method.offline_fraction > 0 else None
+        objective = GFNObjective(data.env, loss, self.method, self.config.train.grad_accum,
+                                 offline)  # fmt: skip
         return Training(objective, data.train)
 
     @torch.no_grad()

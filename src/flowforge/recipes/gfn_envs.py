@@ -1,9 +1,12 @@
-"""GFlowNet environments as a run's data (``data.name: hypergrid | sets | bits``).
+"""GFlowNet environments as a run's data (``data.name: hypergrid | sets | bits | molecules``).
 
 The environment's settings live in the ``method:`` section of the ``gfn`` recipe (hypergrid
 ``ndim``, ``height``, ``R0``, ``R1``, ``R2``; sets ``n_items``, ``set_size``, ``energy_seed``,
 ``energy_scale``; bits ``length``, ``n_modes``, ``mode_seed``, ``beta``); the drawn energies and
-modes are written to ``data.json``, so a loaded run rebuilds the same environment. The training
+modes are written to ``data.json``, so a loaded run rebuilds the same environment. Molecules
+(``flowforge.gfn.SmilesBuilder``: ``max_length``, ``score``, ``beta``, ``log_floor``) read their
+training set from the MOSES train split (the first ``training_smiles`` lines, those that fit),
+which ``offline_fraction`` of each batch trains on. The training
 "data" are placeholders whose count is the number of trajectories the objective rolls out.
 
 An evaluation reports one row (``solver: policy``; ``nfe``: policy calls per object) from
@@ -27,6 +30,13 @@ u in sets of ``method.pareto_k`` samples (averaged over the sets: ``eval.n_sampl
 would cover a small grid whatever the policy), and ``pareto_mass``, the exact P_T of the
 front; their floors are the front's own: its hypervolume, IGD 0 and mass 1.
 
+Molecules have no exact reference: their row (``molecule_metrics``) holds validity (RDKit parses
+the string), uniqueness and novelty (canonical SMILES outside MOSES train) of the valid ones,
+their mean score, and the mean score and Tanimoto diversity of the ``top_k`` best distinct ones;
+the evaluation adds the same figures of as many training molecules (``training``). Pictures:
+the best molecules drawn (molecules.png) and the score histogram beside the training set's
+(scores.png); ``flowforge sample RUN --out x.smi`` writes SMILES, one per line.
+
 References:
     Trajectory Balance: Improved Credit Assignment in GFlowNets (Malkin et al., 2022),
     arXiv:2201.13259 (L1 on the hypergrid).
@@ -35,6 +45,7 @@ References:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import time
@@ -45,12 +56,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from flowforge.data.smiles import canonical_smiles, moses_smiles, tanimoto_diversity
 from flowforge.gfn import (
     BitSequence,
     BraninCurrin,
     Env,
     HyperGrid,
     SetGeneration,
+    SmilesBuilder,
     StateDAG,
     diversity,
     empirical_l1,
@@ -101,6 +114,9 @@ def env_settings(name: str, method: Any) -> dict:
         g = torch.Generator().manual_seed(m.energy_seed)
         energies = m.energy_scale * torch.rand(m.n_items, generator=g, dtype=torch.float64)
         return {"n_items": m.n_items, "set_size": m.set_size, "energies": energies.tolist()}
+    if name == "molecules":
+        return {"max_length": m.max_length, "score": m.score, "beta": m.beta,
+                "log_floor": m.log_floor, "training_smiles": m.training_smiles}  # fmt: skip
     g = torch.Generator().manual_seed(m.mode_seed)
     modes = torch.randint(0, 2, (m.n_modes, m.length), generator=g)
     return {"modes": modes.tolist(), "beta": m.beta}
@@ -117,6 +133,8 @@ def make_env(name: str, settings: dict) -> Env:
     if name == "sets":
         energies = torch.tensor(s["energies"], dtype=torch.float64)
         return SetGeneration(s["n_items"], s["set_size"], energies)
+    if name == "molecules":
+        return SmilesBuilder(s["max_length"], s["score"], s["beta"], s["log_floor"])
     return BitSequence(torch.tensor(s["modes"], dtype=torch.long), s["beta"])
 
 
@@ -133,6 +151,8 @@ def dag_size(env: Env) -> int:
         return env.height**env.ndim
     if isinstance(env, SetGeneration):
         return sum(math.comb(env.n_items, k) for k in range(env.set_size + 1))
+    if isinstance(env, SmilesBuilder):  # prefixes of up to L tokens (an upper bound)
+        return sum((env.n_actions - 1) ** k for k in range(env.max_length + 1))
     assert isinstance(env, BitSequence), f"no DAG size for {type(env).__name__}"
     return 2 ** (env.length + 1) - 1
 
@@ -171,6 +191,7 @@ class EnvData(RunData):
         self.exact = dag_size(env) <= MAX_EXACT_STATES
         self.objective = env_objective(name, settings)
         self._dag: StateDAG | None = None
+        self._training: Tensor | None = None
         self.train = lambda n, generator: (torch.zeros(n, 1), None)
 
     @property
@@ -186,6 +207,24 @@ class EnvData(RunData):
             self._dag = StateDAG(self.env)
         return self._dag
 
+    def training_objects(self) -> Tensor:
+        """(N, *S) known objects to train on off-policy: for molecules, the MOSES training
+        SMILES among the first ``training_smiles`` that fit the environment (its tokens,
+        length and grammar masks); read once."""
+        if not isinstance(self.env, SmilesBuilder):
+            raise TypeError(f"{self.name} has no training objects (only molecules do).")
+        if self._training is None:
+            smiles = moses_smiles("train", limit=self.settings["training_smiles"])
+            x = self.env.from_smiles(smiles, strict=False)
+            self._training = x[self.env.fits(x)]
+            if not len(self._training):
+                raise ValueError(
+                    f"none of the first {len(smiles)} MOSES training molecules fits "
+                    f"method.max_length={self.env.max_length} tokens; raise it (MOSES "
+                    "molecules have 25-50 tokens) or method.training_smiles."
+                )
+        return self._training
+
     def labels(self, n: int, generator: torch.Generator | None) -> Tensor | None:
         """None: environments are unconditional."""
         return None
@@ -193,6 +232,12 @@ class EnvData(RunData):
     def to_data(self, x: Tensor) -> Tensor:
         """The identity: states are the objects."""
         return x
+
+    def to_text(self, x: Tensor) -> list[str]:
+        """The objects as lines of text (molecules: SMILES)."""
+        if not isinstance(self.env, SmilesBuilder):
+            raise ValueError(f"{self.name} objects have no text form; write a .npy instead.")
+        return self.env.to_smiles(x)
 
     def network(self, model: ModelConfig, n_times: int = 1, channels: int | None = None):
         """Not used: the recipe builds its policy from the method section."""
@@ -231,6 +276,11 @@ class EnvData(RunData):
             what = f"hypergrid {e.ndim} x {e.height} (R0 {e.R0:g})"
         elif isinstance(e, SetGeneration):
             what = f"sets of {e.set_size} of {e.n_items} items"
+        elif isinstance(e, SmilesBuilder):
+            return (
+                f"SMILES of up to {e.max_length} tokens ({e.n_actions - 1} kinds), R = "
+                f"exp({e.beta:g} {e.score}), log R = {e.log_floor:g} where RDKit rejects them"
+            )
         else:
             what = f"bit strings of {e.length} bits, {len(e.modes)} modes"
         if not self.exact:
@@ -338,6 +388,8 @@ def evaluate(recipe: Recipe, model: nn.Module, data: EnvData, step) -> dict:
     traj = sample_trajectories(data.env, model, e.n_samples, generator=g)
     x, log_r = traj.last_states.cpu(), traj.log_rewards.cpu()
     row = {"solver": "policy", "nfe": traj.T}
+    if isinstance(data.env, SmilesBuilder):
+        return _evaluate_molecules(recipe, model, data, x, row, step)
     row.update(_sample_metrics(data, x, log_r, m.top_k, m.mode_ratio))
     row.update(_exact_metrics(recipe, model, data))
     if not data.exact and isinstance(data.env, SetGeneration):  # exact marginals, no DAG
@@ -369,6 +421,104 @@ def evaluate(recipe: Recipe, model: nn.Module, data: EnvData, step) -> dict:
         info["true_log_z"] = data.env.log_partition()
     return {"step": step, "n_samples": e.n_samples, "guidance": None, "floors": floors,
             "results": [row], **info}  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _moses_train_set() -> frozenset[str]:
+    return frozenset(moses_smiles("train"))
+
+
+def molecule_metrics(env: SmilesBuilder, x: Tensor, top_k: int, novelty: bool = True) -> dict:
+    """Validity (RDKit parses the string), uniqueness and novelty (canonical SMILES outside the
+    MOSES train split) of the valid ones, their mean score, and the mean score and Tanimoto
+    diversity (Morgan, radius 2) of the ``top_k`` best distinct molecules."""
+    scores = env.scores(x).numpy()
+    valid = ~np.isnan(scores)
+    smiles = [s for s, v in zip(env.to_smiles(x), valid, strict=True) if v]
+    canonical = canonical_smiles(smiles)
+    best: dict[str, float] = {}
+    for c, v in zip(canonical, scores[valid].tolist(), strict=True):
+        if c is not None:
+            best[c] = max(v, best.get(c, -math.inf))
+    ranked = sorted(best, key=best.__getitem__, reverse=True)[:top_k]
+    out = {
+        "validity": float(valid.mean()),
+        "uniqueness": len(best) / max(1, int(valid.sum())),
+        "mean_score": float(scores[valid].mean()) if valid.any() else float("nan"),
+        "top_k_score": float(np.mean([best[c] for c in ranked])) if ranked else float("nan"),
+        "top_k_diversity": tanimoto_diversity(ranked),
+    }
+    if novelty:
+        train = _moses_train_set()
+        out["novelty"] = sum(c not in train for c in best) / max(1, len(best))
+    return out
+
+
+def _evaluate_molecules(recipe, model, data: EnvData, x: Tensor, row: dict, step) -> dict:
+    """The molecule row (``molecule_metrics``) beside the same figures of as many training
+    molecules (``training``; no floors: no exact sampler exists)."""
+    e, m, env = recipe.config.eval, recipe.method, data.env
+    assert isinstance(env, SmilesBuilder)
+    row.update(molecule_metrics(env, x, m.top_k))
+    log_z = recipe.log_z(_cpu(model), env)
+    if log_z is not None:
+        row["log_z"] = log_z
+    out = {"step": step, "n_samples": e.n_samples, "guidance": None, "floors": {},
+           "results": [row]}  # fmt: skip
+    if data.settings["training_smiles"] > 0:
+        known = data.training_objects()
+        g = torch.Generator().manual_seed(e.seed + 1)
+        ref = known[torch.randint(len(known), (min(e.n_samples, len(known)),), generator=g)]
+        out["training"] = molecule_metrics(env, ref, m.top_k, novelty=False)
+        out["training"]["molecules"] = len(known)
+    return out
+
+
+def _molecule_pictures(recipe, policy: nn.Module, data: EnvData, title: str) -> dict:
+    """molecules.png: the best distinct molecules of ``sample.n`` rollouts with their scores;
+    scores.png: the score histogram of the valid samples beside the training molecules'."""
+    from rdkit.Chem import Draw  # the chem extra is present: the environment needs it
+
+    env, s, k = data.env, recipe.config.sample, min(recipe.method.top_k, 12)
+    assert isinstance(env, SmilesBuilder)
+    g = torch.Generator().manual_seed(s.seed)
+    x = sample_trajectories(env, policy, s.n, generator=g).last_states
+    scores = env.scores(x).numpy()
+    best: dict[str, float] = {}
+    for smi, v in zip(env.to_smiles(x), scores.tolist(), strict=True):
+        if not math.isnan(v):
+            best[smi] = v
+    ranked = sorted(best, key=best.__getitem__, reverse=True)[:k]
+    figures = {}
+    if ranked:
+        from rdkit import Chem
+
+        image = Draw.MolsToGridImage(
+            [Chem.MolFromSmiles(r) for r in ranked],
+            molsPerRow=4,
+            subImgSize=(220, 180),
+            legends=[f"{env.score} {best[r]:.3f}" for r in ranked],
+        )
+        rows = math.ceil(len(ranked) / 4)
+        fig, axes = plots.figure(8.8, 1.8 * rows + 0.6)
+        axes[0, 0].imshow(np.asarray(image.convert("RGB")))
+        axes[0, 0].axis("off")
+        fig.suptitle(f"{title}: best of {s.n} samples", fontsize=9)
+        figures["molecules.png"] = fig
+    fig, axes = plots.figure(6, 3.8)
+    ax = axes[0, 0]
+    valid = scores[~np.isnan(scores)]
+    ax.hist(valid, bins=40, alpha=0.6, density=True, label=f"policy ({len(valid)} valid of {s.n})")
+    if data.settings["training_smiles"] > 0:
+        known = env.scores(data.training_objects()[: s.n]).numpy()
+        ax.hist(known[~np.isnan(known)], bins=40, alpha=0.6, density=True,
+                label="training molecules (MOSES)")  # fmt: skip
+    ax.set_xlabel(env.score)
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    ax.set_title(f"{title}: scores of valid molecules", fontsize=9)
+    figures["scores.png"] = fig
+    return figures
 
 
 def _eval_curve(run_dir: Path | None) -> tuple[list[int], list[float]]:
@@ -431,6 +581,8 @@ def pictures(recipe: Recipe, model: nn.Module, data: EnvData, run_dir: Path | No
     progress checks against trajectories seen."""
     env, title = data.env, f"{recipe.config.name}, step {step}"
     policy = _cpu(model)
+    if isinstance(env, SmilesBuilder):
+        return _molecule_pictures(recipe, policy, data, title)
     figures = {}
     p = terminal_distribution(data.dag, policy) if data.exact else None
     if isinstance(env, HyperGrid) and p is not None and env.ndim >= 2:

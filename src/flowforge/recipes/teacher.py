@@ -69,13 +69,15 @@ TEACHER_DATA_FIELDS = (
 
 
 def load_teacher(
-    path: str | Path, build: TeacherBuilder, data: DataConfig | None = None
+    path: str | Path, build: TeacherBuilder, data: DataConfig | None = None, key: str = "teacher"
 ) -> nn.Module:
     """The EMA weights of a trained ``fm`` run (frozen, eval mode), checked against the data.
 
     ``path`` is the teacher's run directory, or a distilled run holding a copy of its teacher;
     ``build(teacher_config)`` makes the untrained network (``teacher_network(data)``);
-    ``data``, the student's data settings, must match the teacher's (``TEACHER_DATA_FIELDS``).
+    ``data``, the student's data settings, must match the teacher's (``TEACHER_DATA_FIELDS``);
+    ``key`` is the ``method.`` field that named it (in messages: ``teacher``, or a fine-tuned
+    run's ``base``).
 
     Raises:
         FileNotFoundError: ``path`` is not a run directory.
@@ -86,7 +88,7 @@ def load_teacher(
     config_file = run / (TEACHER_CONFIG if copy else CONFIG_FILE)
     if not config_file.is_file():
         raise FileNotFoundError(
-            f"method.teacher={str(path)!r} is not a run directory (no {CONFIG_FILE}); train a "
+            f"method.{key}={str(path)!r} is not a run directory (no {CONFIG_FILE}); train a "
             "teacher first, e.g. `flowforge train toy2d_fm`, and pass its directory."
         )
     teacher_config = load_yaml(config_file)
@@ -94,8 +96,9 @@ def load_teacher(
 
     if not isinstance(teacher_config.method, FlowMatchingConfig):
         raise ConfigError(
-            f"method.teacher={str(path)!r} is a {teacher_config.method.name!r} run; the "
-            "teacher must be a flow-matching run (method.name=fm)."
+            f"method.{key}={str(path)!r} is a {teacher_config.method.name!r} run; the "
+            f"{key} must be a flow-matching run (method.name=fm), e.g. `flowforge train "
+            "toy2d_fm`."
         )
     if data is not None:
         differ = [
@@ -105,8 +108,8 @@ def load_teacher(
         ]
         if differ:
             raise ConfigError(
-                f"method.teacher={str(path)!r} was trained on other data: "
-                f"{', '.join(differ)}; distil a teacher trained on the same data."
+                f"method.{key}={str(path)!r} was trained on other data: "
+                f"{', '.join(differ)}; pass a run trained on the same data."
             )
     try:
         net = build(teacher_config)
@@ -116,8 +119,8 @@ def load_teacher(
             load_weights(run, net, which="ema")
     except (RuntimeError, ValueError) as e:
         raise ConfigError(
-            f"method.teacher={str(path)!r} was trained on other data ({e}); distil a "
-            "teacher trained on the same data (features or image shape, classes)."
+            f"method.{key}={str(path)!r} was trained on other data ({e}); pass a run "
+            "trained on the same data (features or image shape, classes)."
         ) from None
     return net.eval().requires_grad_(False)
 
@@ -128,37 +131,43 @@ def _save_teacher(teacher: nn.Module, teacher_dir: str, run_dir: Path) -> None:
     save_yaml(load_yaml(Path(teacher_dir) / CONFIG_FILE), run_dir / TEACHER_CONFIG)
 
 
-def run_teacher(config: RunConfig, run_dir: Path | None, build: TeacherBuilder) -> nn.Module:
-    """The teacher of a distilled run: its copy in ``run_dir``, else ``method.teacher``."""
+def run_teacher(
+    config: RunConfig, run_dir: Path | None, build: TeacherBuilder, key: str = "teacher"
+) -> nn.Module:
+    """The teacher of a distilled run: its copy in ``run_dir``, else ``method.<key>``."""
     if run_dir is not None and (run_dir / TEACHER_FILE).is_file():
-        return load_teacher(run_dir, build, config.data)
-    if config.method.teacher is None:
-        raise ConfigError(f"{run_dir} has no teacher copy and method.teacher is not set.")
-    return load_teacher(config.method.teacher, build, config.data)
+        return load_teacher(run_dir, build, config.data, key)
+    path = getattr(config.method, key)
+    if path is None:
+        raise ConfigError(f"{run_dir} has no {key} copy and method.{key} is not set.")
+    return load_teacher(path, build, config.data, key)
 
 
-def training_teacher(config: RunConfig, data: RunData, context: TrainContext) -> nn.Module:
+def training_teacher(
+    config: RunConfig, data: RunData, context: TrainContext, key: str = "teacher"
+) -> nn.Module:
     """The frozen teacher of a distilled run that starts or resumes: its copy in the run
-    directory, else ``method.teacher``, which rank 0 then copies into the run."""
+    directory, else ``method.<key>``, which rank 0 then copies into the run."""
     run_dir = context.run_dir
-    teacher = run_teacher(config, run_dir, teacher_network(data))
+    teacher = run_teacher(config, run_dir, teacher_network(data), key)
     if context.main and run_dir is not None and not (run_dir / TEACHER_FILE).is_file():
         run_dir.mkdir(parents=True, exist_ok=True)
-        _save_teacher(teacher, config.method.teacher, run_dir)
+        _save_teacher(teacher, getattr(config.method, key), run_dir)
     return teacher
 
 
-def resolve_teacher(config: RunConfig) -> None:
-    """Make ``method.teacher`` absolute, so the run finds it from any working directory."""
-    if config.method.teacher is not None:
-        config.method.teacher = str(Path(config.method.teacher).resolve())
+def resolve_teacher(config: RunConfig, key: str = "teacher") -> None:
+    """Make ``method.<key>`` absolute, so the run finds it from any working directory."""
+    if getattr(config.method, key) is not None:
+        setattr(config.method, key, str(Path(getattr(config.method, key)).resolve()))
 
 
-def require_teacher(config: RunConfig) -> None:
-    """``ConfigError`` unless ``method.teacher`` is set."""
-    if config.method.teacher is None:
+def require_teacher(config: RunConfig, key: str = "teacher") -> None:
+    """``ConfigError`` unless ``method.<key>`` is set."""
+    if getattr(config.method, key) is None:
+        what = "distils" if key == "teacher" else "fine-tunes"
         raise ConfigError(
-            f"method.name={config.method.name!r} distils a trained flow: set "
-            "method.teacher=RUN_DIR (a run trained with method.name=fm, e.g. "
+            f"method.name={config.method.name!r} {what} a trained flow: set "
+            f"method.{key}=RUN_DIR (a run trained with method.name=fm, e.g. "
             "`flowforge train toy2d_fm`)."
         )

@@ -19,14 +19,14 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from flowforge.gfn.env import Env, log_reward_from_fn
+from flowforge.gfn.env import SequenceEnv, log_reward_from_fn
 
 __all__ = ["BitSequence"]
 
 _MAX_ENUMERATED = 24  # 2^24 strings is the most all_terminal_states lists
 
 
-class BitSequence(Env):
+class BitSequence(SequenceEnv):
     """Build a binary string of length n left to right; exit only when it is full.
 
     States are (B, n) with entries -1 (not yet written), 0 or 1; action 0 or 1 appends that
@@ -71,30 +71,9 @@ class BitSequence(Env):
         self.max_steps = self.length
         self.encoding_dim = 2 * self.length
 
-    def lengths(self, states: Tensor) -> Tensor:
-        """(B,) the number of bits written."""
-        return (states >= 0).sum(1)
-
-    def initial_states(self, n: int, device: torch.device | str = "cpu") -> Tensor:
-        return torch.full((n, self.length), -1, dtype=torch.long, device=device)
-
     def forward_mask(self, states: Tensor) -> Tensor:
         full = self.lengths(states) == self.length  # (B,)
         return torch.stack([~full, ~full, full], dim=1)  # (B, 3)
-
-    def backward_mask(self, states: Tensor) -> Tensor:
-        n = self.lengths(states)
-        last = states.gather(1, (n - 1).clamp(min=0)[:, None]).squeeze(1)  # (B,)
-        written = n > 0
-        return torch.stack([written & (last == 0), written & (last == 1)], dim=1)  # (B, 2)
-
-    def step(self, states: Tensor, actions: Tensor) -> Tensor:
-        self.check_actions(states, actions)
-        return states.scatter(1, self.lengths(states)[:, None], actions[:, None])
-
-    def backward_step(self, states: Tensor, actions: Tensor) -> Tensor:
-        self.check_actions(states, actions, backward=True)
-        return states.scatter(1, (self.lengths(states) - 1)[:, None], -1)
 
     def _min_distance(self, states: Tensor) -> Tensor:
         """(B,) Hamming distance of the written bits to the closest mode's prefix."""
