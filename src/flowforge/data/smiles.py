@@ -131,7 +131,8 @@ def canonical_smiles(smiles: Sequence[str]) -> list[str | None]:
 
 
 def score_smiles(smiles: Sequence[str], score: str = "qed") -> np.ndarray:
-    """(n,) float64 scores of the molecules, NaN where a string is not a valid molecule.
+    """(n,) float64 scores of the molecules, NaN where a string is not a valid molecule (RDKit
+    does not parse it, or fails to score it).
 
     ``qed``: the quantitative estimate of drug-likeness in [0, 1] (Bickerton et al., 2012);
     ``logp``: Crippen's octanol-water partition coefficient.
@@ -151,7 +152,10 @@ def score_smiles(smiles: Sequence[str], score: str = "qed") -> np.ndarray:
     for i, s in enumerate(smiles):
         mol = _mol(s)
         if mol is not None and mol.GetNumAtoms() > 0:
-            out[i] = fn(mol)
+            try:  # a few parsed molecules fail later sanitisation (kekulisation in RemoveHs)
+                out[i] = fn(mol)
+            except Exception:  # noqa: BLE001  (RDKit raises its own exception types)
+                pass
     return out
 
 

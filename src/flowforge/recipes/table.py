@@ -20,6 +20,7 @@ from flowforge.recipes.base import Recipe
 from flowforge.recipes.blockwise import BlockwiseRecipe
 from flowforge.recipes.boltzmann import BoltzmannRecipe
 from flowforge.recipes.config import ConfigError, MethodConfig, RunConfig
+from flowforge.recipes.finetune import FinetuneRecipe
 from flowforge.recipes.flow_matching import FlowMatchingRecipe
 from flowforge.recipes.flowturbo import FlowTurboRecipe
 from flowforge.recipes.freeflow import FreeFlowRecipe
@@ -49,6 +50,7 @@ RECIPES: dict[str, type[Recipe]] = {
     "zuko": ZukoRecipe,
     "boltzmann": BoltzmannRecipe,
     "gfn": GFNRecipe,
+    "finetune": FinetuneRecipe,
 }
 
 

@@ -26,7 +26,7 @@ from flowforge.metrics.mmd import (
 from flowforge.metrics.sliced import sliced_wasserstein
 from flowforge.metrics.wasserstein import wasserstein2
 from flowforge.recipes import plots
-from flowforge.recipes.base import describe_sampling
+from flowforge.recipes.base import Samples, describe_sampling
 
 if TYPE_CHECKING:
     from flowforge.recipes.base import Recipe
@@ -97,6 +97,7 @@ def evaluate(
             row.update({name: math.inf for name in fns})
         else:
             row.update({name: float(fn(x, target)) for name, fn in fns.items()})
+            row.update(recipe.extra_metrics(model, data, Samples(x, int(used)), solver, nfe, g))
         results.append(row)
     return {
         "step": step,
