@@ -20,7 +20,8 @@ the distinct molecules with QED >= ``--good``; and of ``--samples`` draws from t
 validity, uniqueness and the mean QED of the valid ones. A GFlowNet is asked for a diverse set
 of good molecules, REINFORCE for the single best: the two columns tell them apart.
 
-Run (RDKit, the chem extra, and the molsets wheel's MOSES files):
+Run (RDKit, the chem extra, and the molsets wheel's MOSES files; 21 minutes on 2 CPU cores
+shared with other jobs):
 
     python benchmarks/gfn_molecules.py              # writes benchmarks/results/gfn_molecules.md
     python benchmarks/gfn_molecules.py --quick      # a smoke run

@@ -171,7 +171,8 @@ def test_every_choice_has_a_builder():
     assert set(all_solvers()) == {*ODE_SOLVERS, "fewstep", *flow_solvers, "policy"}
     few_step = ("reflow", "meanflow", "freeflow", "twinflow", "flowturbo", "blockwise")
     flows = ("tarflow", "starflow", "zuko")
-    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step, *flows, "boltzmann", "gfn"}
+    tuning = ("boltzmann", "gfn", "finetune")
+    assert set(RECIPES) == {"fm", "symmflow", "autoencoder", *few_step, *flows, *tuning}
     assert set(typing.get_args(typing.get_type_hints(gfn.GFNConfig)["loss"])) == set(gfn.LOSSES)
     for name, recipe in RECIPES.items():  # each row's recipe answers to its own name
         assert recipe.name == name and recipe.Config().name == name

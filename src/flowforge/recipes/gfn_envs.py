@@ -44,8 +44,6 @@ References:
 
 from __future__ import annotations
 
-import copy
-import functools
 import json
 import math
 import time
@@ -56,7 +54,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from flowforge.data.smiles import canonical_smiles, moses_smiles, tanimoto_diversity
+from flowforge.data.smiles import moses_smiles
 from flowforge.gfn import (
     BitSequence,
     BraninCurrin,
@@ -78,10 +76,10 @@ from flowforge.gfn import (
     terminal_distribution,
     top_k_reward,
 )
-from flowforge.recipes import plots
 from flowforge.recipes.base import RunData, Sampler, Samples
 from flowforge.recipes.config import ConfigError, ModelConfig, RunConfig
-from flowforge.train.logging import METRICS_FILE
+from flowforge.recipes.gfn_molecules import evaluate_molecules
+from flowforge.recipes.gfn_pictures import cpu_policy, pictures
 from flowforge.utils.io import atomic_path
 
 if TYPE_CHECKING:
@@ -314,12 +312,6 @@ class EnvData(RunData):
         return hook
 
 
-def _cpu(model: nn.Module) -> nn.Module:
-    """The policy on the CPU (the exact programs run there)."""
-    device = next(model.parameters()).device
-    return model if device.type == "cpu" else copy.deepcopy(model).cpu()
-
-
 def device_generator(generator: torch.Generator | None, device: torch.device):
     """A generator on ``device`` seeded from ``generator`` (the sampler draws there)."""
     if device.type == "cpu" or generator is None:
@@ -332,7 +324,7 @@ def device_generator(generator: torch.Generator | None, device: torch.device):
 def _exact_metrics(recipe: Recipe, model: nn.Module, data: EnvData) -> dict:
     """log Z (learned and its error) and, where enumerable, the exact L1, the marginal L1 and
     (multi-objective) the exact mass on the Pareto front."""
-    policy = _cpu(model)
+    policy = cpu_policy(model)
     log_z = recipe.log_z(policy, data.env)  # None: not identified (OP-GFN)
     out = {} if log_z is None else {"log_z": log_z}
     if log_z is not None and (data.exact or isinstance(data.env, SetGeneration)):
@@ -389,7 +381,7 @@ def evaluate(recipe: Recipe, model: nn.Module, data: EnvData, step) -> dict:
     x, log_r = traj.last_states.cpu(), traj.log_rewards.cpu()
     row = {"solver": "policy", "nfe": traj.T}
     if isinstance(data.env, SmilesBuilder):
-        return _evaluate_molecules(recipe, model, data, x, row, step)
+        return evaluate_molecules(recipe, model, data, x, row, step)
     row.update(_sample_metrics(data, x, log_r, m.top_k, m.mode_ratio))
     row.update(_exact_metrics(recipe, model, data))
     if not data.exact and isinstance(data.env, SetGeneration):  # exact marginals, no DAG
@@ -421,199 +413,6 @@ def evaluate(recipe: Recipe, model: nn.Module, data: EnvData, step) -> dict:
         info["true_log_z"] = data.env.log_partition()
     return {"step": step, "n_samples": e.n_samples, "guidance": None, "floors": floors,
             "results": [row], **info}  # fmt: skip
-
-
-@functools.lru_cache(maxsize=1)
-def _moses_train_set() -> frozenset[str]:
-    return frozenset(moses_smiles("train"))
-
-
-def molecule_metrics(env: SmilesBuilder, x: Tensor, top_k: int, novelty: bool = True) -> dict:
-    """Validity (RDKit parses the string), uniqueness and novelty (canonical SMILES outside the
-    MOSES train split) of the valid ones, their mean score, and the mean score and Tanimoto
-    diversity (Morgan, radius 2) of the ``top_k`` best distinct molecules."""
-    scores = env.scores(x).numpy()
-    valid = ~np.isnan(scores)
-    smiles = [s for s, v in zip(env.to_smiles(x), valid, strict=True) if v]
-    canonical = canonical_smiles(smiles)
-    best: dict[str, float] = {}
-    for c, v in zip(canonical, scores[valid].tolist(), strict=True):
-        if c is not None:
-            best[c] = max(v, best.get(c, -math.inf))
-    ranked = sorted(best, key=best.__getitem__, reverse=True)[:top_k]
-    out = {
-        "validity": float(valid.mean()),
-        "uniqueness": len(best) / max(1, int(valid.sum())),
-        "mean_score": float(scores[valid].mean()) if valid.any() else float("nan"),
-        "top_k_score": float(np.mean([best[c] for c in ranked])) if ranked else float("nan"),
-        "top_k_diversity": tanimoto_diversity(ranked),
-    }
-    if novelty:
-        train = _moses_train_set()
-        out["novelty"] = sum(c not in train for c in best) / max(1, len(best))
-    return out
-
-
-def _evaluate_molecules(recipe, model, data: EnvData, x: Tensor, row: dict, step) -> dict:
-    """The molecule row (``molecule_metrics``) beside the same figures of as many training
-    molecules (``training``; no floors: no exact sampler exists)."""
-    e, m, env = recipe.config.eval, recipe.method, data.env
-    assert isinstance(env, SmilesBuilder)
-    row.update(molecule_metrics(env, x, m.top_k))
-    log_z = recipe.log_z(_cpu(model), env)
-    if log_z is not None:
-        row["log_z"] = log_z
-    out = {"step": step, "n_samples": e.n_samples, "guidance": None, "floors": {},
-           "results": [row]}  # fmt: skip
-    if data.settings["training_smiles"] > 0:
-        known = data.training_objects()
-        g = torch.Generator().manual_seed(e.seed + 1)
-        ref = known[torch.randint(len(known), (min(e.n_samples, len(known)),), generator=g)]
-        out["training"] = molecule_metrics(env, ref, m.top_k, novelty=False)
-        out["training"]["molecules"] = len(known)
-    return out
-
-
-def _molecule_pictures(recipe, policy: nn.Module, data: EnvData, title: str) -> dict:
-    """molecules.png: the best distinct molecules of ``sample.n`` rollouts with their scores;
-    scores.png: the score histogram of the valid samples beside the training molecules'."""
-    from rdkit.Chem import Draw  # the chem extra is present: the environment needs it
-
-    env, s, k = data.env, recipe.config.sample, min(recipe.method.top_k, 12)
-    assert isinstance(env, SmilesBuilder)
-    g = torch.Generator().manual_seed(s.seed)
-    x = sample_trajectories(env, policy, s.n, generator=g).last_states
-    scores = env.scores(x).numpy()
-    best: dict[str, float] = {}
-    for smi, v in zip(env.to_smiles(x), scores.tolist(), strict=True):
-        if not math.isnan(v):
-            best[smi] = v
-    ranked = sorted(best, key=best.__getitem__, reverse=True)[:k]
-    figures = {}
-    if ranked:
-        from rdkit import Chem
-
-        image = Draw.MolsToGridImage(
-            [Chem.MolFromSmiles(r) for r in ranked],
-            molsPerRow=4,
-            subImgSize=(220, 180),
-            legends=[f"{env.score} {best[r]:.3f}" for r in ranked],
-        )
-        rows = math.ceil(len(ranked) / 4)
-        fig, axes = plots.figure(8.8, 1.8 * rows + 0.6)
-        axes[0, 0].imshow(np.asarray(image.convert("RGB")))
-        axes[0, 0].axis("off")
-        fig.suptitle(f"{title}: best of {s.n} samples", fontsize=9)
-        figures["molecules.png"] = fig
-    fig, axes = plots.figure(6, 3.8)
-    ax = axes[0, 0]
-    valid = scores[~np.isnan(scores)]
-    ax.hist(valid, bins=40, alpha=0.6, density=True, label=f"policy ({len(valid)} valid of {s.n})")
-    if data.settings["training_smiles"] > 0:
-        known = env.scores(data.training_objects()[: s.n]).numpy()
-        ax.hist(known[~np.isnan(known)], bins=40, alpha=0.6, density=True,
-                label="training molecules (MOSES)")  # fmt: skip
-    ax.set_xlabel(env.score)
-    ax.set_ylabel("density")
-    ax.legend(fontsize=8)
-    ax.set_title(f"{title}: scores of valid molecules", fontsize=9)
-    figures["scores.png"] = fig
-    return figures
-
-
-def _eval_curve(run_dir: Path | None) -> tuple[list[int], list[float]]:
-    """(trajectories, exact L1) of the progress checks in metrics.jsonl."""
-    if run_dir is None or not (Path(run_dir) / METRICS_FILE).is_file():
-        return [], []
-    xs, ys = [], []
-    for line in (Path(run_dir) / METRICS_FILE).read_text().splitlines():
-        try:
-            record = json.loads(line).get("eval", {})
-        except (json.JSONDecodeError, AttributeError):
-            continue
-        if "exact_l1" in record and "trajectories" in record:
-            xs.append(int(record["trajectories"]))
-            ys.append(float(record["exact_l1"]))
-    return xs, ys
-
-
-def _heatmaps(p: Tensor, target: Tensor, states: Tensor, height: int, title: str):
-    """The learned and target distributions over the first two coordinates, one colour scale
-    (the marginal over the others when ndim > 2)."""
-    grids = []
-    for dist in (p, target):
-        grid = torch.zeros(height, height, dtype=torch.float64)
-        grid.index_put_((states[:, 0], states[:, 1]), dist.double(), accumulate=True)
-        grids.append(grid.numpy())
-    fig, axes = plots.figure(8.4, 3.8, 1, 2)
-    top = max(g.max() for g in grids)
-    names = ("learned (exact, by dynamic programming)", "target R / Z")
-    for ax, grid, name in zip(axes[0], grids, names, strict=True):
-        mesh = ax.imshow(grid.T, origin="lower", vmin=0, vmax=top, cmap="viridis")
-        ax.set_title(name, fontsize=8)
-        ax.set_xlabel("x0")
-        ax.set_ylabel("x1")
-    fig.colorbar(mesh, ax=list(axes[0]), shrink=0.8, label="probability")
-    fig.suptitle(title, fontsize=9)
-    return fig
-
-
-def _bars(learned: np.ndarray, exact: np.ndarray, what: str, title: str):
-    """Per-element P(x_i = 1), learned beside exact."""
-    fig, axes = plots.figure(max(5.0, 0.35 * len(learned) + 2), 3.6)
-    ax = axes[0, 0]
-    i = np.arange(len(learned))
-    ax.bar(i - 0.2, exact, 0.4, label="exact", color="tab:gray")
-    ax.bar(i + 0.2, learned, 0.4, label="learned", color="tab:blue")
-    ax.set_xlabel(what)
-    ax.set_ylabel("P(x_i = 1)")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    ax.set_title(title, fontsize=9)
-    return fig
-
-
-@torch.no_grad()
-def pictures(recipe: Recipe, model: nn.Module, data: EnvData, run_dir: Path | None, step) -> dict:
-    """distribution.png: learned vs target over the first two hypergrid coordinates;
-    marginals.png: per-element marginals learned vs exact (sets: items, bits: positions; from
-    ``sample.n`` samples where the DAG is not enumerated); l1_curve.png: the exact L1 of the
-    progress checks against trajectories seen."""
-    env, title = data.env, f"{recipe.config.name}, step {step}"
-    policy = _cpu(model)
-    if isinstance(env, SmilesBuilder):
-        return _molecule_pictures(recipe, policy, data, title)
-    figures = {}
-    p = terminal_distribution(data.dag, policy) if data.exact else None
-    if isinstance(env, HyperGrid) and p is not None and env.ndim >= 2:
-        figures["distribution.png"] = _heatmaps(
-            p, data.dag.target(), data.dag.terminal_states, env.height,
-            title + (f" (marginal over x0, x1 of {env.ndim} coordinates)" * (env.ndim > 2)),
-        )  # fmt: skip
-    elif not isinstance(env, HyperGrid):
-        if p is not None:
-            x = data.dag.terminal_states
-            learned, exact = mean_state(x, p), mean_state(x, data.dag.target())
-        else:
-            s = recipe.config.sample
-            g = torch.Generator().manual_seed(s.seed)
-            learned = mean_state(sample_trajectories(env, policy, s.n, generator=g).last_states)
-            exact = env.inclusion_marginals() if isinstance(env, SetGeneration) else None
-        what = "item" if isinstance(env, SetGeneration) else "bit position"
-        exact_np = np.full(len(learned), np.nan) if exact is None else exact.numpy()
-        figures["marginals.png"] = _bars(learned.numpy(), exact_np, what, title)
-    xs, ys = _eval_curve(run_dir)
-    if xs:
-        fig, axes = plots.figure(6, 3.8)
-        ax = axes[0, 0]
-        ax.plot(xs, ys, marker="o", ms=3)
-        ax.set_xlabel("trajectories seen")
-        ax.set_ylabel("exact L1 to R / Z (lower is better)")
-        ax.set_yscale("log")
-        ax.grid(alpha=0.3, which="both")
-        ax.set_title(f"{recipe.config.name}: exact L1 during training", fontsize=9)
-        figures["l1_curve.png"] = fig
-    return figures
 
 
 def build_env(config: RunConfig) -> EnvData:
