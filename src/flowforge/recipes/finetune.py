@@ -21,7 +21,8 @@ training images with a seed of its own, ``reward_classifier.safetensors``; ``smo
 (its mean), ``base_reward`` (the base model's on the same noise), ``base_sliced_w2`` (sliced W2
 from the base model's samples of the same noise: how far fine-tuning moved), on images
 ``base_fd`` (the Frechet distance between the two sample sets in the evaluation's classifier
-features), ``diversity`` (mean pairwise distance) and, on 2-D vector data with
+features) and, for the classifier reward, ``target_probability`` (mean p(target | x)) beside
+the base's, ``diversity`` (mean pairwise distance) and, on 2-D vector data with
 ``tilt_temperature`` > 0, ``tilted_mmd``, the MMD to the exact tilted target
 p(x) exp(r(x) / tilt_temperature) / Z computed by quadrature (beside ``base_tilted_mmd``, the
 base's, and ``tilted_reward``, the target's mean reward).
@@ -315,6 +316,9 @@ class FinetuneRecipe(Recipe):
             "base_reward": float(check_reward(reward, y).mean()),
             "base_sliced_w2": float(sw2(x.flatten(1), y.flatten(1))),
         }
+        if isinstance(reward, ClassifierLogProb):  # the probability itself, and the base's
+            out["target_probability"] = float(check_reward(reward, x).exp().mean())
+            out["base_target_probability"] = float(check_reward(reward, y).exp().mean())
         if full:
             out["diversity"] = float(torch.pdist(x.flatten(1)[:1000]).mean())
             if len(data.shape) == 3:  # images: FD to the base's samples in the eval features
