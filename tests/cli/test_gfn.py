@@ -286,3 +286,20 @@ def test_smi_output_needs_a_molecule_run(grid_run, tmp_path, capsys):
     assert main(["sample", str(grid_run), "--n", "5", "--out", str(tmp_path / "x.smi")]) == 2
     assert "hypergrid objects have no text form; write a .npy" in capsys.readouterr().err
     assert not (tmp_path / "x.smi").exists()
+
+
+def test_molecules_without_rdkit_say_which_extra_before_writing(tmp_path, capsys, monkeypatch):
+    import flowforge.data.smiles as smiles
+
+    def missing():
+        raise ImportError(
+            "molecules need RDKit: pip install 'flowforge[chem]' (or pip install rdkit)"
+        )
+
+    monkeypatch.setattr(smiles, "_chem", missing)
+    argv = ["train", "molecules_tb", f"--out-dir={tmp_path / 'r'}", *TINY]
+    assert main(argv) == 2
+    assert "data.name='molecules': molecules need RDKit: pip install 'flowforge[chem]'" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "r").exists()

@@ -29,6 +29,7 @@ import numpy as np
 
 __all__ = [
     "SCORES",
+    "require_chem",
     "canonical_smiles",
     "moses_smiles",
     "score_smiles",
@@ -106,6 +107,14 @@ def _chem():
         ) from None
     RDLogger.DisableLog("rdApp.*")  # parse failures are expected and counted, not printed
     return Chem
+
+
+def require_chem(moses: bool = True) -> None:
+    """Raise ImportError (one line naming the install) unless RDKit and, with ``moses``, the
+    MOSES files are present; runs call it before they write anything."""
+    _chem()
+    if moses:
+        _moses_dir()
 
 
 def _mol(smiles: str):

@@ -42,6 +42,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from flowforge.data.smiles import require_chem
 from flowforge.gfn import (
     DetailedBalance,
     Env,
@@ -420,6 +421,11 @@ class GFNRecipe(Recipe):
                 )
         elif not (m.beta >= 0 and math.isfinite(m.beta)):
             raise ConfigError(f"method.beta={m.beta!r} must be finite and >= 0.")
+        if name == "molecules":
+            try:
+                require_chem()
+            except ImportError as e:
+                raise ConfigError(f"data.name='molecules': {e}") from None
         if name == "molecules" and m.training_smiles < 0:
             raise ConfigError(f"method.training_smiles={m.training_smiles!r} must be >= 0.")
         if m.offline_fraction > 0 and (name != "molecules" or m.training_smiles == 0):
