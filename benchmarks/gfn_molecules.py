@@ -8,6 +8,10 @@ rate, number of trajectories and seeds, repeats interleaved:
 * ``random``: the untrained policy with uniform logits (uniform over the valid tokens);
 * ``reinforce``: policy gradient on the score (QED, 0 where RDKit rejects the string) with an
   exponential-moving-average baseline, on-policy;
+* ``reinforce_maxent`` (not in the default run): the same on the maximum-entropy reward
+  r - lambda log P_F(tau) (``--entropy``), which keeps the policy from collapsing onto one
+  string (``--methods reinforce_maxent --entropy L --name gfn_molecules_maxent_L`` wrote
+  the tables for L = 0.001 and 0.005);
 * ``gfn_tb``: trajectory balance (learned log Z at ``--log-z-lr``) on its own rollouts with
   epsilon ``--epsilon``;
 * ``gfn_tb_moses``: the same with ``--offline`` of each batch drawn backward from MOSES training
@@ -50,7 +54,8 @@ from flowforge.gfn import (
     sample_trajectories,
 )
 
-METHODS = ("random", "reinforce", "gfn_tb", "gfn_tb_moses")
+METHODS = ("random", "reinforce", "reinforce_maxent", "gfn_tb", "gfn_tb_moses")
+DEFAULT_METHODS = ("random", "reinforce", "gfn_tb", "gfn_tb_moses")
 
 
 class Seen:
@@ -93,12 +98,14 @@ def train(method: str, env: SmilesBuilder, init: dict, known: torch.Tensor, args
     tb, baseline = TrajectoryBalance(env), None
     n_off = round(args.offline * args.batch) if method == "gfn_tb_moses" else 0
     for _ in range(args.trajectories // args.batch):
-        if method == "reinforce":
+        if method.startswith("reinforce"):
             traj = sample_trajectories(env, policy, args.batch, generator=g)
             scores = torch.from_numpy(np.nan_to_num(seen.add(env, traj.last_states), nan=0.0))
+            log_pf = _log_pf(env, policy, traj)
+            if method == "reinforce_maxent":  # maximum entropy: r - lambda log P_F(tau)
+                scores = scores.to(log_pf) - args.entropy * log_pf.detach()
             mean = scores.mean().item()
             baseline = mean if baseline is None else 0.9 * baseline + 0.1 * mean
-            log_pf = _log_pf(env, policy, traj)
             loss = -((scores.to(log_pf) - baseline) * log_pf).mean()
         else:
             fresh = sample_trajectories(env, policy, args.batch - n_off, epsilon=args.epsilon,
@@ -167,8 +174,10 @@ def main() -> None:
     parser.add_argument("--grad-clip", type=float, default=10.0)
     parser.add_argument("--training-smiles", type=int, default=20000)
     parser.add_argument("--samples", type=int, default=2000)
+    parser.add_argument("--entropy", type=float, default=0.005, help="reinforce_maxent: lambda")
+    parser.add_argument("--name", default="gfn_molecules", help="results file name (no suffix)")
     parser.add_argument("--good", type=float, default=0.8, help="QED of a good molecule")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -217,6 +226,7 @@ def write(rows: dict, reference: dict, args, n_known: int, seconds: float) -> No
     names = {
         "random": "random policy (uniform valid tokens)",
         "reinforce": "REINFORCE",
+        "reinforce_maxent": f"REINFORCE, entropy bonus {args.entropy:g}",
         "gfn_tb": "GFlowNet TB",
         "gfn_tb_moses": f"GFlowNet TB + {args.offline:.0%} MOSES",
     }
@@ -255,7 +265,7 @@ def write(rows: dict, reference: dict, args, n_known: int, seconds: float) -> No
         "Top-100 columns: over all molecules generated during training (distinct canonical "
         "SMILES). Final columns: draws of the trained policy (no exploration).",
     ]
-    path = args.out / "gfn_molecules.md"
+    path = args.out / f"{args.name}.md"
     path.write_text("\n".join(lines) + "\n")
     print(f"wrote {path}")
 
