@@ -73,7 +73,7 @@ from flowforge.models.classifier import ClassifierConfig, ImageClassifier, train
 from flowforge.models.mlp import MLPConfig
 from flowforge.recipes import plots
 from flowforge.recipes.base import Recipe, RunData, Samples, TrainContext, Training
-from flowforge.recipes.config import ConfigError, MethodConfig, meta
+from flowforge.recipes.config import TOY_DATASETS, ConfigError, MethodConfig, meta
 from flowforge.recipes.config_io import load_yaml
 from flowforge.recipes.image_eval import feature_classifier
 from flowforge.recipes.teacher import (
@@ -186,10 +186,9 @@ class FinetuneRecipe(Recipe):
                 f"{m.group_size}: a GRPO batch is whole groups; use e.g. train.batch_size="
                 f"{max(1, batch // m.group_size) * m.group_size}."
             )
-        if m.reward in ("classifier", "smoothness", "contrast") and self.config.data.name in (
-            "eight_gaussians", "moons", "circles", "swiss_roll", "checkerboard", "pinwheel",
-            "spirals",
-        ):  # fmt: skip
+        if m.reward in ("classifier", "smoothness", "contrast") and (
+            self.config.data.name in TOY_DATASETS
+        ):
             raise ConfigError(
                 f"method.reward={m.reward!r} scores images, but data.name="
                 f"{self.config.data.name!r} is 2-D; use method.reward=half_plane, bump or mode."
@@ -289,41 +288,49 @@ class FinetuneRecipe(Recipe):
 
     # ---- evaluation ------------------------------------------------------------------------
 
-    def _base(self, data: RunData, run_dir: Path | None) -> nn.Module:
-        return run_teacher(self.config, run_dir, teacher_network(data), "base")
+    _run_dir: Path | None = None  # the run being evaluated (set by evaluate, hook, draw)
+    _parts: tuple[nn.Module, object] | None = None  # its base and reward, and for which run
+    _parts_run: Path | None = None
+
+    def _evaluation_parts(self, data: RunData) -> tuple[nn.Module, object]:
+        """The frozen base and the reward of the run being evaluated, built once per run."""
+        if self._parts is None or self._parts_run != self._run_dir:
+            base = run_teacher(self.config, self._run_dir, teacher_network(data), "base")
+            self._parts = (base, self.reward(data, self._run_dir))
+            self._parts_run = self._run_dir
+        return self._parts
 
     def extra_metrics(self, model, data, drawn: Samples, solver: str, nfe: int, generator):
         """reward, base_sliced_w2, diversity and (2-D, tilt_temperature > 0) tilted_mmd."""
-        return self._tracking(model, data, drawn.x, solver, nfe, None, full=True)
+        return self._tracking(model, data, drawn.x, solver, nfe, full=True)
 
-    def _tracking(self, model, data, x: Tensor, solver, nfe, run_dir, full: bool) -> dict:
+    def _tracking(self, model, data, x: Tensor, solver, nfe, full: bool) -> dict:
         """The reward of ``x`` and of the base's samples from the same noise, their sliced W2
         and (``full``) the diversity and the tilted target's MMD."""
-        run_dir = getattr(self, "_run_dir", run_dir)
-        reward = self.reward(data, run_dir)
+        base, reward = self._evaluation_parts(data)
         device = next(model.parameters()).device
         g = torch.Generator().manual_seed(self.config.eval.seed)
         n = len(x)
         x_0 = torch.randn(n, *data.shape, generator=g, dtype=torch.float32).to(device)
-        base = self._base(data, run_dir).to(device)
-        sampler = Recipe.sampler(self, base, data, self.config.sample)
+        sampler = Recipe.sampler(self, base.to(device), data, self.config.sample)
         y, _ = sampler(x_0, solver, nfe, None)
         y = data.to_data(y).float().cpu()
         x = x.float().cpu()
+        r_x, r_y = check_reward(reward, x), check_reward(reward, y)
         sw2 = build_metrics(["sliced_w2"], self.config.eval.seed, y.flatten(1))["sliced_w2"]
         out = {
-            "reward": float(check_reward(reward, x).mean()),
-            "base_reward": float(check_reward(reward, y).mean()),
+            "reward": float(r_x.mean()),
+            "base_reward": float(r_y.mean()),
             "base_sliced_w2": float(sw2(x.flatten(1), y.flatten(1))),
         }
         if isinstance(reward, ClassifierLogProb):  # the probability itself, and the base's
-            out["target_probability"] = float(check_reward(reward, x).exp().mean())
-            out["base_target_probability"] = float(check_reward(reward, y).exp().mean())
+            out["target_probability"] = float(r_x.exp().mean())
+            out["base_target_probability"] = float(r_y.exp().mean())
         if full:
             out["diversity"] = float(torch.pdist(x.flatten(1)[:1000]).mean())
             if len(data.shape) == 3:  # images: FD to the base's samples in the eval features
                 e = self.config.eval
-                net = feature_classifier(run_dir, data, e.classifier_steps, e.seed)
+                net = feature_classifier(self._run_dir, data, e.classifier_steps, e.seed)
                 with torch.no_grad():
                     fx, fy = net.features(x), net.features(y)
                 out["base_fd"] = frechet_distance(fx, fy)
@@ -355,7 +362,7 @@ class FinetuneRecipe(Recipe):
             x_0 = torch.randn(n, *data.shape, generator=g, dtype=torch.float32).to(device)
             x, used = self.sampler(net, data, s, run_dir)(x_0, s.solver, s.nfe, None)
             x = data.to_data(x)
-            record.update(self._tracking(net, data, x, s.solver, used, run_dir, full=False))
+            record.update(self._tracking(net, data, x, s.solver, used, full=False))
             return record
 
         return hook
